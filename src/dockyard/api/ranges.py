@@ -1,0 +1,60 @@
+"""`Range` (blob downloads) and `Content-Range` (chunk uploads) headers."""
+
+from __future__ import annotations
+
+import re
+
+from dockyard.errors import BlobUploadInvalidError
+
+_BYTES_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+# The spec's form is `<start>-<end>`; Docker clients have sent `bytes <start>-<end>` too.
+_CONTENT_RANGE = re.compile(r"^\s*(?:bytes[ =])?\s*(\d{1,19})-(\d{1,19})(?:/(?:\d+|\*))?\s*$")
+
+
+class UnsatisfiableRange(Exception):
+    """A syntactically valid Range that selects nothing in this blob (a 416)."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The (start, end-inclusive) a `Range` header selects, or None for the whole blob.
+
+    Headers this server does not handle (other units, several ranges, garbage) are
+    ignored, as RFC 9110 allows: the client then gets the whole blob with a 200.
+    """
+    if header is None:
+        return None
+    match = _BYTES_RANGE.match(header)
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise UnsatisfiableRange
+        return max(size - suffix, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise UnsatisfiableRange
+    return start, min(end, size - 1)
+
+
+def parse_content_range(header: str | None) -> tuple[int, int] | None:
+    """(start, end-inclusive) of an upload chunk; BLOB_UPLOAD_INVALID if malformed."""
+    if header is None or not header.strip():
+        return None
+    match = _CONTENT_RANGE.match(header)
+    if match is None:
+        raise BlobUploadInvalidError(
+            "invalid Content-Range: expected <start>-<end>", detail={"Content-Range": header[:100]}
+        )
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise BlobUploadInvalidError(
+            "invalid Content-Range: end before start", detail={"Content-Range": header[:100]}
+        )
+    return start, end

@@ -1,0 +1,255 @@
+"""Typed configuration: Distribution's `config.yml` plus Dockyard's own keys.
+
+Parsed once, frozen. `REGISTRY_SECTION_KEY` environment variables override keys the way
+Distribution names them (`REGISTRY_HTTP_ADDR`, `REGISTRY_STORAGE_DELETE_ENABLED`, ...).
+Unknown keys produce warnings naming them; invalid values raise `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_ADDR = ":5000"
+DEFAULT_ROOT = "./data"
+DEFAULT_MANIFEST_MAX_SIZE = 4 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are kept (then reported as warnings), never fatal: Distribution's
+    # config files carry sections Dockyard does not use.
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class AccessLogConfig(_Section):
+    disabled: bool = False
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warn", "warning", "error", "fatal", "panic"] = "info"
+    formatter: Literal["text", "json", "logstash"] = "json"
+    fields: dict[str, Any] = Field(default_factory=dict)
+    accesslog: AccessLogConfig = Field(default_factory=AccessLogConfig)
+
+
+class FilesystemConfig(_Section):
+    rootdirectory: str = DEFAULT_ROOT
+    maxthreads: int = Field(default=100, ge=25)
+
+
+class DeleteConfig(_Section):
+    enabled: bool = False
+
+
+class UploadPurgingConfig(_Section):
+    enabled: bool = True
+    age: str = "168h"
+    interval: str = "24h"
+    dryrun: bool = False
+
+
+class MaintenanceConfig(_Section):
+    uploadpurging: UploadPurgingConfig = Field(default_factory=UploadPurgingConfig)
+    readonly: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorageConfig(_Section):
+    filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)
+    delete: DeleteConfig = Field(default_factory=DeleteConfig)
+    cache: dict[str, Any] = Field(default_factory=dict)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    redirect: dict[str, Any] = Field(default_factory=dict)
+
+
+class TLSConfig(_Section):
+    certificate: str | None = None
+    key: str | None = None
+    clientcas: list[str] = Field(default_factory=list)
+
+
+class HTTPConfig(_Section):
+    addr: str = DEFAULT_ADDR
+    net: Literal["tcp", "unix"] = "tcp"
+    prefix: str = ""
+    host: str | None = None
+    secret: str | None = None
+    relativeurls: bool = False
+    draintimeout: str = "10s"
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    debug: dict[str, Any] = Field(default_factory=dict)
+    http2: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_lists(cls, value: Any) -> Any:
+        # Distribution takes lists; a single string is an easy mistake to forgive.
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        parse_addr(value)
+        return value
+
+
+class ManifestValidationConfig(_Section):
+    maxsize: int = Field(default=DEFAULT_MANIFEST_MAX_SIZE, gt=0)
+    urls: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationConfig(_Section):
+    disabled: bool = False
+    manifests: ManifestValidationConfig = Field(default_factory=ManifestValidationConfig)
+
+
+class UploadsConfig(_Section):
+    """Dockyard's limits for blob uploads."""
+
+    # A session not touched for this long is removed (Distribution's uploadpurging age).
+    ttl: str = "168h"
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    version: str | float = "0.1"
+    log: LogConfig = Field(default_factory=LogConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    http: HTTPConfig = Field(default_factory=HTTPConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    proxy: dict[str, Any] = Field(default_factory=dict)
+    auth: dict[str, Any] = Field(default_factory=dict)
+    notifications: dict[str, Any] = Field(default_factory=dict)
+    redis: dict[str, Any] = Field(default_factory=dict)
+    health: dict[str, Any] = Field(default_factory=dict)
+    middleware: dict[str, Any] = Field(default_factory=dict)
+    reporting: dict[str, Any] = Field(default_factory=dict)
+    compatibility: dict[str, Any] = Field(default_factory=dict)
+    catalog: dict[str, Any] = Field(default_factory=dict)
+    loglevel: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.storage.filesystem.rootdirectory)
+
+
+# Sections Distribution knows that Dockyard accepts but does not act on (yet).
+IGNORED_SECTIONS: dict[str, str] = {
+    "proxy": "the pull-through cache is not supported yet; serving as a plain registry",
+    "auth": "authentication is not supported yet; the registry is open",
+    "notifications": "notifications are not supported; ignored",
+    "redis": "Dockyard needs no redis; ignored",
+    "middleware": "storage middleware is not supported; ignored",
+    "reporting": "reporting is not supported; ignored",
+}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A parsed configuration and the warnings found while reading it."""
+
+    config: Config
+    warnings: tuple[str, ...]
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """`:5000` -> ("0.0.0.0", 5000); `127.0.0.1:80`; `[::1]:5000`."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid listen address {addr!r}: expected HOST:PORT or :PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, value in sorted(environ.items()):
+        if not key.startswith("REGISTRY_") or key == "REGISTRY_CONFIGURATION_PATH":
+            continue
+        path = key[len("REGISTRY_") :].lower().split("_")
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = yaml.safe_load(value) if value else value
+
+
+def _unknown_keys(model: BaseModel, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    for name in (model.model_extra or {}):
+        found.append(f"{prefix}{name}")
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, _Section):
+            found.extend(_unknown_keys(value, f"{prefix}{name}."))
+    return found
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Read the file (if any), apply environment and command-line overrides, validate."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        raw = loaded
+    _env_overrides(raw, environ)
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    storage = raw.get("storage")
+    if isinstance(storage, dict):
+        for driver in ("s3", "azure", "gcs", "swift", "oss", "inmemory"):
+            if driver in storage:
+                raise ConfigError(
+                    f"storage.{driver}: only the filesystem storage driver is supported"
+                )
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    warnings = [f"unknown configuration key {key!r} ignored" for key in _unknown_keys(config)]
+    for section, note in IGNORED_SECTIONS.items():
+        if raw.get(section):
+            warnings.append(f"{section}: {note}")
+    return LoadedConfig(config, tuple(warnings))

@@ -1,0 +1,95 @@
+"""SQLite access from async code: one writer thread, reads on the event loop's connection.
+
+WAL mode lets reads proceed while the writer commits. Writes run as whole transactions
+(`BEGIN IMMEDIATE` ... `COMMIT`) on a single thread, so they are serialised and never
+block the event loop on fsync. `synchronous=FULL` makes a committed transaction durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from dockyard.metadata.schema import migrate
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Database:
+    """The metadata database of one registry root."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._writer_conn = _connect(path)
+        migrate(self._writer_conn)
+        self._reader_conn = _connect(path)
+        self._reader_conn.execute("PRAGMA query_only=ON")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db")
+        self._closed = False
+
+    def read_sync(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run a read-only query function on the reader connection (fast, indexed reads)."""
+        return fn(self._reader_conn, *args, **kw)
+
+    async def read(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run a read-only query function; reads are short so they run inline."""
+        return fn(self._reader_conn, *args, **kw)
+
+    def write_sync(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run a function inside one write transaction on the calling thread."""
+        conn = self._writer_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args, **kw)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def write(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run a function inside one write transaction on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, lambda: self.write_sync(fn, *args, **kw)
+        )
+
+    def ping(self) -> bool:
+        """Whether the database answers a query."""
+        try:
+            self._reader_conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return not self._closed
+
+    def close(self) -> None:
+        """Finish queued writes and close both connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        self._reader_conn.close()
+        self._writer_conn.close()

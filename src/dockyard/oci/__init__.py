@@ -1,0 +1,1 @@
+"""OCI data types: digests, names, references, media types and manifests. Pure, no I/O."""

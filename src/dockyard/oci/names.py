@@ -1,0 +1,40 @@
+"""Repository names and tags, with the grammar of the distribution spec."""
+
+from __future__ import annotations
+
+import re
+
+from dockyard.errors import NameInvalidError, TagInvalidError
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+
+# Clients limit host + "/" + name to 255 characters; leave room for a host.
+MAX_NAME_LENGTH = 255
+
+
+def validate_name(name: str) -> str:
+    """Return the name if it follows the spec's grammar; NameInvalidError otherwise."""
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+        raise NameInvalidError(
+            "invalid repository name: components must match "
+            "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)* separated by '/'",
+            detail={"name": name[:300]},
+        )
+    return name
+
+
+def is_valid_tag(tag: str) -> bool:
+    """True for a tag matching [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}."""
+    return bool(_TAG.match(tag))
+
+
+def validate_tag(tag: str) -> str:
+    """Return the tag if valid; TagInvalidError otherwise."""
+    if not is_valid_tag(tag):
+        raise TagInvalidError(
+            "invalid tag: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+            detail={"tag": tag[:300]},
+        )
+    return tag

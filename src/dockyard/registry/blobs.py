@@ -1,0 +1,65 @@
+"""Reading committed blobs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from dockyard.errors import BlobUnknownError
+from dockyard.metadata import Database
+from dockyard.metadata import queries as q
+from dockyard.oci.digest import Digest
+from dockyard.registry.paths import blob_key
+from dockyard.storage import BlobDriver
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+class LocalBlobStore:
+    """Blobs as one repository sees them: only those linked to it."""
+
+    def __init__(self, db: Database, driver: BlobDriver) -> None:
+        self._db = db
+        self._driver = driver
+
+    async def stat(self, repo: str, digest: Digest) -> BlobInfo:
+        """Size of a blob visible in the repository; BlobUnknownError otherwise."""
+        size = await self._db.read(q.linked_blob_size, repo, str(digest))
+        if size is None:
+            raise BlobUnknownError(detail={"digest": str(digest)})
+        return BlobInfo(digest, size)
+
+    async def open(self, repo: str, digest: Digest) -> tuple[BlobInfo, BinaryIO]:
+        """An open file of a visible blob, for sendfile."""
+        info = await self.stat(repo, digest)
+        try:
+            fobj = await asyncio.to_thread(self._driver.open_read, blob_key(digest))
+        except FileNotFoundError:
+            raise BlobUnknownError(
+                "blob is recorded but its content is missing from storage",
+                detail={"digest": str(digest)},
+            ) from None
+        return info, fobj
+
+    async def mount(self, repo: str, digest: Digest, source: str) -> BlobInfo | None:
+        """Link a blob visible in `source` into `repo`; None if `source` does not have it."""
+        size = await self._db.read(q.linked_blob_size, source, str(digest))
+        if size is None:
+            return None
+
+        def link(conn: sqlite3.Connection) -> None:
+            q.link_blob(conn, q.ensure_repository(conn, repo), str(digest))
+
+        await self._db.write(link)
+        return BlobInfo(digest, size)
+
+    async def delete(self, repo: str, digest: Digest) -> None:
+        """Unlink a blob from a repository (garbage collection frees the bytes)."""
+        if not await self._db.write(q.unlink_blob, repo, str(digest)):
+            raise BlobUnknownError(detail={"digest": str(digest)})

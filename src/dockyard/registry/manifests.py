@@ -1,0 +1,179 @@
+"""Manifests, tags and referrers of the local registry."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dockyard.errors import (
+    DigestInvalidError,
+    ManifestBlobUnknownError,
+    ManifestTooLargeError,
+    ManifestUnknownError,
+    NameUnknownError,
+)
+from dockyard.metadata import Database
+from dockyard.metadata import queries as q
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.digest import Digest, is_digest_like
+from dockyard.oci.manifest import parse_manifest
+from dockyard.oci.names import validate_tag
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: Digest
+    media_type: str
+    content: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class PutManifestResult:
+    digest: Digest
+    subject: Digest | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str]
+
+    def descriptor(self) -> dict[str, object]:
+        """The descriptor the referrers API lists for this manifest."""
+        entry: dict[str, object] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.artifact_type:
+            entry["artifactType"] = self.artifact_type
+        if self.annotations:
+            entry["annotations"] = self.annotations
+        return entry
+
+
+def parse_reference(reference: str) -> Digest | str:
+    """A manifest reference is a digest or a tag; anything else is refused."""
+    if is_digest_like(reference):
+        return Digest.parse(reference)
+    return validate_tag(reference)
+
+
+class ManifestStore:
+    """Stores manifests exactly as pushed, with their references, tags and subject."""
+
+    def __init__(self, db: Database, max_size: int) -> None:
+        self._db = db
+        self.max_size = max_size
+
+    async def get(self, repo: str, reference: str) -> StoredManifest:
+        """A manifest by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) if absent."""
+        ref = parse_reference(reference)
+        if isinstance(ref, Digest):
+            row = await self._db.read(q.manifest_by_digest, repo, str(ref))
+        else:
+            row = await self._db.read(q.manifest_by_tag, repo, ref)
+        if row is None:
+            raise ManifestUnknownError(detail={"name": repo, "reference": reference})
+        return StoredManifest(Digest.parse(row.digest), row.media_type, row.content)
+
+    async def put(
+        self,
+        repo: str,
+        reference: str,
+        content_type: str | None,
+        data: bytes,
+        extra_tags: Sequence[str] = (),
+    ) -> PutManifestResult:
+        """Validate and store a manifest, tagging it when the reference is a tag."""
+        if len(data) > self.max_size:
+            raise ManifestTooLargeError(
+                f"manifest is {len(data)} bytes; the limit is {self.max_size}"
+            )
+        ref = parse_reference(reference)
+        tags = [validate_tag(t) for t in extra_tags]
+        media = mt.strip_parameters(content_type) if content_type else None
+        manifest = parse_manifest(data, media)
+        if isinstance(ref, Digest):
+            digest = Digest.of(data, ref.algorithm)
+            if digest != ref:
+                raise DigestInvalidError(
+                    "manifest digest does not match the reference it was pushed to",
+                    detail={"reference": str(ref), "actual": str(digest)},
+                )
+        else:
+            digest = Digest.of(data)
+            tags.insert(0, ref)
+        record = q.ManifestWrite(
+            digest=str(digest),
+            media_type=manifest.media_type,
+            content=data,
+            subject=str(manifest.subject.digest) if manifest.subject else None,
+            artifact_type=manifest.referrer_artifact_type,
+            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+            blobs=tuple(str(d.digest) for d in manifest.blob_references()),
+            children=tuple(str(d.digest) for d in manifest.manifests),
+        )
+
+        def store(conn: sqlite3.Connection) -> None:
+            repo_id = q.ensure_repository(conn, repo)
+            # Checked inside the write transaction so a racing delete cannot slip between.
+            missing = q.missing_blobs(conn, repo_id, record.blobs)
+            missing += q.missing_manifests(conn, repo_id, record.children)
+            if missing:
+                raise ManifestBlobUnknownError(
+                    f"manifest references {len(missing)} unknown blob(s) or manifest(s)",
+                    detail={"missing": missing[:20]},
+                )
+            q.put_manifest(conn, repo_id, record, tags)
+
+        await self._db.write(store)
+        subject = manifest.subject.digest if manifest.subject else None
+        return PutManifestResult(digest, subject, tuple(tags))
+
+    async def delete(self, repo: str, reference: str) -> None:
+        """Delete by digest removes the manifest and its tags; by tag removes only the tag."""
+        ref = parse_reference(reference)
+        if isinstance(ref, Digest):
+            deleted = await self._db.write(q.delete_manifest, repo, str(ref))
+        else:
+            deleted = await self._db.write(q.delete_tag, repo, ref)
+        if not deleted:
+            raise ManifestUnknownError(detail={"name": repo, "reference": reference})
+
+    async def tags(self, repo: str, last: str, limit: int) -> list[str]:
+        """Tags after `last`, in byte order; NAME_UNKNOWN for an unknown repository."""
+        repo_id = await self._db.read(q.repository_id, repo)
+        if repo_id is None:
+            raise NameUnknownError(detail={"name": repo})
+        return await self._db.read(q.list_tags, repo_id, last, limit)
+
+    async def referrers(
+        self, repo: str, subject: Digest, artifact_type: str | None
+    ) -> list[Referrer]:
+        """Manifests in `repo` whose subject is `subject`, optionally of one artifact type."""
+        rows = await self._db.read(q.referrers, repo, str(subject), artifact_type)
+        return [
+            Referrer(
+                r.media_type,
+                r.digest,
+                r.size,
+                r.artifact_type,
+                json.loads(r.annotations) if r.annotations else {},
+            )
+            for r in rows
+        ]
+
+    async def catalog(self, last: str, limit: int) -> list[str]:
+        """Repository names after `last` that hold at least one manifest."""
+        return await self._db.read(q.catalog, last, limit)

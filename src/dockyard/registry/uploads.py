@@ -1,0 +1,266 @@
+"""Blob upload sessions: streamed to a staging file, hashed as bytes arrive, committed atomically.
+
+A session is a row in the metadata database plus a staging file; both survive a restart.
+The running hash lives in memory; after a restart it is rebuilt from the staging file on
+the next request, so an interrupted chunked upload resumes where the bytes on disk end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dockyard.errors import (
+    BlobUploadUnknownError,
+    DigestInvalidError,
+    RangeNotSatisfiableError,
+    SizeInvalidError,
+    StorageFullError,
+)
+from dockyard.metadata import Database
+from dockyard.metadata import queries as q
+from dockyard.oci.digest import Digest, new_hasher
+from dockyard.registry.paths import blob_key, upload_key
+from dockyard.storage import BlobDriver
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+# Bytes gathered from the socket before one write+hash step in a worker thread.
+WRITE_BATCH = 1 << 20
+REHASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatus:
+    id: str
+    repository: str
+    offset: int
+
+
+@dataclass
+class _HashState:
+    hasher: _Hash
+    offset: int
+
+
+class UploadManager:
+    """Creates, appends to, completes and cancels upload sessions."""
+
+    def __init__(
+        self,
+        db: Database,
+        driver: BlobDriver,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._driver = driver
+        self._clock = clock
+        self._states: dict[str, _HashState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        # One request at a time per session: PATCHes racing on one session would interleave.
+        return self._locks.setdefault(upload_id, asyncio.Lock())
+
+    async def start(self, repo: str, algorithm: str = "sha256") -> UploadStatus:
+        """Open a new session in a repository."""
+        new_hasher(algorithm)  # refuses unsupported algorithms before anything is stored
+        upload_id = str(uuid.uuid4())
+
+        def create(conn: sqlite3.Connection) -> None:
+            q.insert_upload(conn, upload_id, q.ensure_repository(conn, repo), algorithm)
+
+        await self._db.write(create)
+        return UploadStatus(upload_id, repo, 0)
+
+    async def _row(self, repo: str, upload_id: str) -> q.UploadRow:
+        row = await self._db.read(q.get_upload, upload_id) if _plausible(upload_id) else None
+        # A session is bound to the repository it was opened in.
+        if row is None or row.repository != repo:
+            raise BlobUploadUnknownError(detail={"upload": upload_id[:100]})
+        return row
+
+    async def _state(self, row: q.UploadRow) -> _HashState:
+        state = self._states.get(row.id)
+        key = upload_key(row.id)
+        size = await asyncio.to_thread(self._driver.staged_size, key) or 0
+        if state is None or state.offset != size:
+            hasher = await asyncio.to_thread(self._rehash, key, row.algorithm)
+            state = _HashState(hasher, size)
+            self._states[row.id] = state
+        return state
+
+    def _rehash(self, key: str, algorithm: str) -> _Hash:
+        hasher = new_hasher(algorithm)
+        if self._driver.staged_size(key) is not None:
+            for chunk in self._driver.read_staged(key, REHASH_CHUNK):
+                hasher.update(chunk)
+        return hasher
+
+    async def status(self, repo: str, upload_id: str) -> UploadStatus:
+        """Where a session stands: how many bytes it holds."""
+        row = await self._row(repo, upload_id)
+        size = await asyncio.to_thread(self._driver.staged_size, upload_key(row.id))
+        return UploadStatus(row.id, repo, size or 0)
+
+    async def append(
+        self,
+        repo: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        start: int | None = None,
+        length: int | None = None,
+    ) -> UploadStatus:
+        """Stream a chunk onto the end of the session.
+
+        `start` (from Content-Range) must equal the bytes already received: a gap or an
+        overlap is a 416. `length`, when the client states it, must match what arrives.
+        """
+        row = await self._row(repo, upload_id)
+        async with self._lock(row.id):
+            state = await self._state(row)
+            if start is not None and start != state.offset:
+                raise RangeNotSatisfiableError(
+                    f"chunk starts at {start} but the upload holds {state.offset} bytes",
+                    headers=_range_headers(repo, row.id, state.offset),
+                )
+            before = state.offset
+            try:
+                await self._stream(row.id, state, body)
+            except StorageFullError:
+                # Nothing half-written stays behind when the disk fills up.
+                await self._discard(row.id)
+                raise
+            received = state.offset - before
+            if length is not None and received != length:
+                await self._rollback(row.id, state, before)
+                raise SizeInvalidError(
+                    f"received {received} bytes but the request declared {length}"
+                )
+            await self._db.write(q.touch_upload, row.id)
+            return UploadStatus(row.id, repo, state.offset)
+
+    async def _stream(self, upload_id: str, state: _HashState, body: AsyncIterator[bytes]) -> None:
+        writer = await asyncio.to_thread(self._driver.open_append, upload_key(upload_id))
+
+        def write(data: bytes | bytearray) -> None:
+            # Write first: the hash only ever covers bytes that are on disk.
+            writer.write(data)
+            state.hasher.update(data)
+            state.offset += len(data)
+
+        try:
+            pending = bytearray()
+            async for chunk in body:
+                pending += chunk
+                if len(pending) >= WRITE_BATCH:
+                    data, pending = pending, bytearray()
+                    await asyncio.to_thread(write, data)
+            if pending:
+                await asyncio.to_thread(write, pending)
+        finally:
+            await asyncio.to_thread(writer.close)
+
+    async def _rollback(self, upload_id: str, state: _HashState, size: int) -> None:
+        await asyncio.to_thread(self._driver.truncate_staged, upload_key(upload_id), size)
+        state.offset = -1  # forces a rehash from disk on next use
+
+    async def finish(
+        self,
+        repo: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None = None,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Take the last chunk (if any), verify the digest and commit the blob; returns its size.
+
+        A mismatch discards the session: unverified bytes never become visible.
+        """
+        if body is not None:
+            await self.append(repo, upload_id, body, start, length)
+        row = await self._row(repo, upload_id)
+        async with self._lock(row.id):
+            state = await self._state(row)
+            if digest.algorithm == state.hasher.name:
+                actual = state.hasher.copy().hexdigest()
+            else:
+                hasher = await asyncio.to_thread(
+                    self._rehash, upload_key(row.id), digest.algorithm
+                )
+                actual = hasher.hexdigest()
+            if actual != digest.hex:
+                await self._discard(row.id)
+                raise DigestInvalidError(
+                    "provided digest did not match uploaded content",
+                    detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"},
+                )
+            size = state.offset
+            await asyncio.to_thread(self._driver.commit, upload_key(row.id), blob_key(digest))
+
+            def record(conn: sqlite3.Connection) -> None:
+                repo_id = q.ensure_repository(conn, repo)
+                q.commit_blob(conn, row.id, repo_id, str(digest), size)
+
+            await self._db.write(record)
+            self._forget(row.id)
+            return size
+
+    async def cancel(self, repo: str, upload_id: str) -> None:
+        """Drop a session and its staged bytes."""
+        row = await self._row(repo, upload_id)
+        await self._discard(row.id)
+
+    def _forget(self, upload_id: str) -> None:
+        self._states.pop(upload_id, None)
+        self._locks.pop(upload_id, None)
+
+    async def _discard(self, upload_id: str) -> None:
+        self._forget(upload_id)
+        await self._db.write(q.delete_upload, upload_id)
+        await asyncio.to_thread(self._driver.delete, upload_key(upload_id))
+
+    async def purge(self, max_age: float) -> int:
+        """Remove sessions untouched for `max_age` seconds; returns how many."""
+        stale = await self._db.read(q.stale_uploads, self._clock() - max_age)
+        for upload_id in stale:
+            await self._discard(upload_id)
+        return len(stale)
+
+    async def ingest(self, repo: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
+        """A whole blob in one request (monolithic POST ?digest=)."""
+        status = await self.start(repo, digest.algorithm)
+        try:
+            return await self.finish(repo, status.id, digest, body)
+        except BaseException:
+            await asyncio.shield(self._discard_quietly(status.id))
+            raise
+
+    async def _discard_quietly(self, upload_id: str) -> None:
+        if await self._db.read(q.get_upload, upload_id) is not None:
+            await self._discard(upload_id)
+
+
+def _plausible(upload_id: str) -> bool:
+    return 0 < len(upload_id) <= 64 and all(c.isalnum() or c == "-" for c in upload_id)
+
+
+def _range_headers(repo: str, upload_id: str, offset: int) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{repo}/blobs/uploads/{upload_id}",
+        "Range": f"0-{max(offset - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+    }
+
+
+def upload_range_headers(status: UploadStatus) -> dict[str, str]:
+    """Location, Range and Docker-Upload-UUID for a session's current state."""
+    return _range_headers(status.repository, status.id, status.offset)
+

@@ -1,0 +1,159 @@
+"""The filesystem driver.
+
+Layout under the root directory::
+
+    blobs/sha256/ab/abcdef...      committed content, named by the registry layer's keys
+    uploads/<session id>           staging files, on the same filesystem so commit is a rename
+
+Commit is fsync(file) -> rename -> fsync(directory): after a crash a key holds either
+nothing or the complete object.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from dockyard.storage.driver import StorageFullError, StoredObject
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _raise_if_full(exc: OSError) -> None:
+    if exc.errno in _FULL_ERRNOS:
+        raise StorageFullError(
+            "registry storage is full: no space left on the device holding the store"
+        ) from exc
+
+
+class FileAppendWriter:
+    """A staging file opened for appending."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                self._size += written
+                view = view[written:]
+        except OSError as exc:
+            _raise_if_full(exc)
+            raise
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FilesystemDriver:
+    """Objects as files under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        # Keys come from the registry layer, but never trust a path join blindly.
+        parts = key.split("/")
+        if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"invalid storage key: {key!r}")
+        return self.root.joinpath(*parts)
+
+    def stat(self, key: str) -> StoredObject | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return StoredObject(key, st.st_size, st.st_mtime)
+
+    def open_read(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def open_append(self, key: str) -> FileAppendWriter:
+        try:
+            return FileAppendWriter(self._path(key))
+        except OSError as exc:
+            _raise_if_full(exc)
+            raise
+
+    def read_staged(self, key: str, chunk_size: int) -> Iterator[bytes]:
+        with self._path(key).open("rb") as f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def truncate_staged(self, key: str, size: int) -> None:
+        os.truncate(self._path(key), size)
+
+    def staged_size(self, key: str) -> int | None:
+        stored = self.stat(key)
+        return None if stored is None else stored.size
+
+    def commit(self, staging_key: str, key: str) -> None:
+        source = self._path(staging_key)
+        target = self._path(key)
+        try:
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            _raise_if_full(exc)
+            raise
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath, name)
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield StoredObject(path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
+
+    def writable(self) -> bool:
+        probe = self.root / ".write-probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,75 @@
+"""Fixtures for end-to-end tests: real servers and real clients, loopback only.
+
+These tests must run inside a private network namespace (`scripts/test.sh` does
+`unshare -n` and brings `lo` up), so nothing can leave the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support.server import DistributionServer, DockyardServer
+
+
+def _only_loopback() -> bool:
+    return sorted(os.listdir("/sys/class/net")) == ["lo"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_network() -> None:
+    if not _only_loopback():
+        pytest.exit(
+            "integration tests run only in a private network namespace: "
+            "use scripts/test.sh, or `unshare -n sh -c 'ip link set lo up && pytest ...'`",
+            returncode=3,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _no_blob_info_cache() -> None:
+    # skopeo/podman remember blob locations and then try cross-repository mounts;
+    # forget them so every test sees the same request sequence.
+    for path in (
+        Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb"),
+        Path("/var/lib/containers/cache/blob-info-cache-v1.sqlite"),
+    ):
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def dockyard_factory(tmp_path: Path) -> Iterator[Callable[..., DockyardServer]]:
+    """Start any number of Dockyard servers; all are stopped at the end of the test."""
+    started: list[DockyardServer] = []
+
+    def start(name: str = "dockyard", **kwargs: object) -> DockyardServer:
+        server = DockyardServer(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def dockyard(dockyard_factory: Callable[..., DockyardServer]) -> DockyardServer:
+    """A fresh Dockyard with deletes enabled."""
+    return dockyard_factory(env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"})
+
+
+@pytest.fixture
+def distribution_factory(tmp_path: Path) -> Iterator[Callable[..., DistributionServer]]:
+    started: list[DistributionServer] = []
+
+    def start(name: str = "distribution", **kwargs: object) -> DistributionServer:
+        server = DistributionServer(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
