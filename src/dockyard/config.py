@@ -8,6 +8,7 @@ Unknown keys produce warnings naming them; invalid values raise `ConfigError`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,12 @@ class UploadPurgingConfig(_Section):
     interval: str = "24h"
     dryrun: bool = False
 
+    @field_validator("age", "interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
 
 class MaintenanceConfig(_Section):
     uploadpurging: UploadPurgingConfig = Field(default_factory=UploadPurgingConfig)
@@ -104,6 +111,12 @@ class HTTPConfig(_Section):
         parse_addr(value)
         return value
 
+    @field_validator("draintimeout")
+    @classmethod
+    def _drain(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
 
 class ManifestValidationConfig(_Section):
     maxsize: int = Field(default=DEFAULT_MANIFEST_MAX_SIZE, gt=0)
@@ -113,13 +126,6 @@ class ManifestValidationConfig(_Section):
 class ValidationConfig(_Section):
     disabled: bool = False
     manifests: ManifestValidationConfig = Field(default_factory=ManifestValidationConfig)
-
-
-class UploadsConfig(_Section):
-    """Dockyard's limits for blob uploads."""
-
-    # A session not touched for this long is removed (Distribution's uploadpurging age).
-    ttl: str = "168h"
 
 
 class Config(_Section):
@@ -165,6 +171,23 @@ class LoadedConfig:
     warnings: tuple[str, ...]
 
 
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Go-style durations as Distribution writes them (`168h`, `1h30m`, `10s`) in seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    value = text.strip()
+    if value.isdigit():
+        return float(value)
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"invalid duration {text!r}: use forms like 30s, 15m, 168h or 1h30m")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
 def parse_addr(addr: str) -> tuple[str, int]:
     """`:5000` -> ("0.0.0.0", 5000); `127.0.0.1:80`; `[::1]:5000`."""
     host, sep, port_text = addr.rpartition(":")
@@ -191,7 +214,7 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 def _unknown_keys(model: BaseModel, prefix: str = "") -> list[str]:
     found: list[str] = []
-    for name in (model.model_extra or {}):
+    for name in model.model_extra or {}:
         found.append(f"{prefix}{name}")
     for name in type(model).model_fields:
         value = getattr(model, name)

@@ -73,9 +73,7 @@ class Database:
     ) -> T:
         """Run a function inside one write transaction on the writer thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: self.write_sync(fn, *args, **kw)
-        )
+        return await loop.run_in_executor(self._executor, lambda: self.write_sync(fn, *args, **kw))
 
     def ping(self) -> bool:
         """Whether the database answers a query."""

@@ -112,8 +112,7 @@ def missing_blobs(conn: sqlite3.Connection, repo_id: int, digests: Iterable[str]
 
 def insert_blob(conn: sqlite3.Connection, digest: str, size: int) -> None:
     conn.execute(
-        "INSERT INTO blobs(digest, size, created) VALUES (?, ?, ?) "
-        "ON CONFLICT(digest) DO NOTHING",
+        "INSERT INTO blobs(digest, size, created) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING",
         (digest, size, time.time()),
     )
 
@@ -158,9 +157,7 @@ def manifest_by_tag(conn: sqlite3.Connection, repo: str, tag: str) -> ManifestRo
     return None if row is None else ManifestRow(row[0], row[1], row[2], bytes(row[3]))
 
 
-def missing_manifests(
-    conn: sqlite3.Connection, repo_id: int, digests: Iterable[str]
-) -> list[str]:
+def missing_manifests(conn: sqlite3.Connection, repo_id: int, digests: Iterable[str]) -> list[str]:
     return [
         d
         for d in dict.fromkeys(digests)
@@ -219,7 +216,8 @@ def delete_manifest(conn: sqlite3.Connection, repo: str, digest: str) -> bool:
 
 def delete_tag(conn: sqlite3.Connection, repo: str, tag: str) -> bool:
     cursor = conn.execute(
-        "DELETE FROM tags WHERE name = ? AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        "DELETE FROM tags WHERE name = ? "
+        "AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
         (tag, repo),
     )
     return cursor.rowcount > 0

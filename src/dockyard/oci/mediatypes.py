@@ -31,4 +31,3 @@ def parse_accept(header_values: Iterable[str]) -> list[str]:
             if media_type:
                 accepted.append(media_type)
     return accepted
-

@@ -192,9 +192,7 @@ class UploadManager:
             if digest.algorithm == state.hasher.name:
                 actual = state.hasher.copy().hexdigest()
             else:
-                hasher = await asyncio.to_thread(
-                    self._rehash, upload_key(row.id), digest.algorithm
-                )
+                hasher = await asyncio.to_thread(self._rehash, upload_key(row.id), digest.algorithm)
                 actual = hasher.hexdigest()
             if actual != digest.hex:
                 await self._discard(row.id)
@@ -234,11 +232,17 @@ class UploadManager:
             await self._discard(upload_id)
         return len(stale)
 
-    async def ingest(self, repo: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
+    async def ingest(
+        self,
+        repo: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        length: int | None = None,
+    ) -> int:
         """A whole blob in one request (monolithic POST ?digest=)."""
         status = await self.start(repo, digest.algorithm)
         try:
-            return await self.finish(repo, status.id, digest, body)
+            return await self.finish(repo, status.id, digest, body, None, length)
         except BaseException:
             await asyncio.shield(self._discard_quietly(status.id))
             raise
@@ -263,4 +267,3 @@ def _range_headers(repo: str, upload_id: str, offset: int) -> dict[str, str]:
 def upload_range_headers(status: UploadStatus) -> dict[str, str]:
     """Location, Range and Docker-Upload-UUID for a session's current state."""
     return _range_headers(status.repository, status.id, status.offset)
-

@@ -14,6 +14,7 @@ from dockyard.errors import StorageFullError
 
 __all__ = ["AppendWriter", "BlobDriver", "StorageFullError", "StoredObject"]
 
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     key: str

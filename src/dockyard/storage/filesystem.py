@@ -68,7 +68,12 @@ class FilesystemDriver:
     def _path(self, key: str) -> Path:
         # Keys come from the registry layer, but never trust a path join blindly.
         parts = key.split("/")
-        if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        if (
+            not key
+            or key.startswith("/")
+            or "\0" in key
+            or any(p in ("", ".", "..") for p in parts)
+        ):
             raise ValueError(f"invalid storage key: {key!r}")
         return self.root.joinpath(*parts)
 

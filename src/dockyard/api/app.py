@@ -1,0 +1,79 @@
+"""The aiohttp application: one dispatcher for `/v2/`, probes, middlewares."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from dockyard.api import base, blobs, discovery, manifests, uploads
+from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
+from dockyard.api.middleware import errors, standard_headers
+from dockyard.api.routing import Resource, Route, match
+from dockyard.errors import MethodNotAllowedError, NotFoundError
+from dockyard.registry import Registry
+
+RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
+
+HANDLERS: dict[Resource, dict[str, RouteHandler]] = {
+    Resource.BASE: {"GET": base.api_base, "HEAD": base.api_base},
+    Resource.CATALOG: {"GET": discovery.catalog},
+    Resource.MANIFEST: {
+        "GET": manifests.get_manifest,
+        "HEAD": manifests.get_manifest,
+        "PUT": manifests.put_manifest,
+        "DELETE": manifests.delete_manifest,
+    },
+    Resource.BLOB: {
+        "GET": blobs.get_blob,
+        "HEAD": blobs.head_blob,
+        "DELETE": blobs.delete_blob,
+    },
+    Resource.UPLOADS: {"POST": uploads.start_upload},
+    Resource.UPLOAD: {
+        "GET": uploads.upload_status,
+        "PATCH": uploads.patch_upload,
+        "PUT": uploads.put_upload,
+        "DELETE": uploads.cancel_upload,
+    },
+    Resource.TAGS: {"GET": discovery.list_tags},
+    Resource.REFERRERS: {"GET": discovery.referrers},
+}
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Route a `/v2/...` request to its resource handler."""
+    route = match(request.match_info["tail"])
+    if route is None:
+        raise NotFoundError(detail={"path": request.path[:300]})
+    by_method = HANDLERS[route.resource]
+    handler = by_method.get(request.method)
+    if handler is None:
+        raise MethodNotAllowedError(
+            f"{request.method} is not allowed here",
+            headers={"Allow": ", ".join(sorted(by_method))},
+        )
+    return await handler(request, route)
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    raise NotFoundError(detail={"path": request.path[:300]})
+
+
+def create_app(registry: Registry, settings: ApiSettings | None = None) -> web.Application:
+    """The HTTP application over a registry."""
+    app = web.Application(middlewares=[standard_headers, errors], client_max_size=4 * 1024**2)
+    app[CONTEXT] = ApiContext(registry, settings or ApiSettings())
+    app.router.add_route("*", "/v2", dispatch_base)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    app.router.add_get("/healthz", base.healthz)
+    app.router.add_get("/readyz", base.readyz)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+async def dispatch_base(request: web.Request) -> web.StreamResponse:
+    """`/v2` without the slash is the same as `/v2/`."""
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowedError(headers={"Allow": "GET, HEAD"})
+    return await base.api_base(request, Route(Resource.BASE))

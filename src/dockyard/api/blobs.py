@@ -1,0 +1,65 @@
+"""GET, HEAD and DELETE of blobs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dockyard.api.context import context
+from dockyard.api.ranges import UnsatisfiableRange, parse_range
+from dockyard.api.responses import SendfileResponse, head_response
+from dockyard.api.routing import Route
+from dockyard.errors import RangeNotSatisfiableError, UnsupportedError
+from dockyard.oci.digest import Digest
+from dockyard.oci.names import validate_name
+
+
+async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
+    """The blob's bytes (or a byte range of them), sent with sendfile."""
+    name = validate_name(route.name)
+    digest = Digest.parse(route.argument)
+    info, fobj = await context(request).registry.blobs.open(name, digest)
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+    try:
+        selected = parse_range(request.headers.get("Range"), info.size)
+    except UnsatisfiableRange:
+        fobj.close()
+        raise RangeNotSatisfiableError(
+            f"range not satisfiable for a blob of {info.size} bytes",
+            headers={"Content-Range": f"bytes */{info.size}"},
+        ) from None
+    if selected is None:
+        return SendfileResponse(fobj, 0, info.size, headers=headers)
+    start, end = selected
+    headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    return SendfileResponse(fobj, start, end - start + 1, status=206, headers=headers)
+
+
+async def head_blob(request: web.Request, route: Route) -> web.StreamResponse:
+    """Whether the blob exists here, with its size and digest."""
+    name = validate_name(route.name)
+    digest = Digest.parse(route.argument)
+    info = await context(request).registry.blobs.stat(name, digest)
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+    }
+    return head_response(info.size, headers)
+
+
+async def delete_blob(request: web.Request, route: Route) -> web.StreamResponse:
+    """Unlink a blob from the repository (202); the bytes go at the next garbage collection."""
+    name = validate_name(route.name)
+    digest = Digest.parse(route.argument)
+    registry = context(request).registry
+    if not registry.delete_enabled:
+        raise UnsupportedError("deletes are disabled on this registry (storage.delete.enabled)")
+    await registry.blobs.delete(name, digest)
+    return web.Response(status=202, headers={"Docker-Content-Digest": str(digest)})

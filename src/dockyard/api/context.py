@@ -1,0 +1,32 @@
+"""What every handler needs, stored once on the aiohttp application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from dockyard.registry import Registry
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """HTTP-level settings derived from the config."""
+
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    catalog_max_entries: int = 1000
+    tags_max_entries: int = 10000
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    registry: Registry
+    settings: ApiSettings
+
+
+CONTEXT: web.AppKey[ApiContext] = web.AppKey("dockyard_context", ApiContext)
+
+
+def context(request: web.Request) -> ApiContext:
+    """The ApiContext of the application serving this request."""
+    return request.app[CONTEXT]

@@ -1,0 +1,75 @@
+"""GET, HEAD, PUT and DELETE of manifests."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dockyard.api.context import context
+from dockyard.api.responses import head_response
+from dockyard.api.routing import Route
+from dockyard.errors import ManifestTooLargeError, UnsupportedError
+from dockyard.oci.names import validate_name
+
+
+def _manifest_headers(digest: str, media_type: str) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": digest,
+        "Content-Type": media_type,
+        "ETag": f'"{digest}"',
+    }
+
+
+async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    """The manifest exactly as pushed, with its media type and digest."""
+    name = validate_name(route.name)
+    manifest = await context(request).registry.manifests.get(name, route.argument)
+    headers = _manifest_headers(str(manifest.digest), manifest.media_type)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and headers["ETag"] in (v.strip() for v in if_none_match.split(",")):
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        return head_response(manifest.size, headers)
+    return web.Response(status=200, body=manifest.content, headers=headers)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise ManifestTooLargeError(f"manifest is {declared} bytes; the limit is {limit}")
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            raise ManifestTooLargeError(f"manifest exceeds the limit of {limit} bytes")
+    return bytes(data)
+
+
+async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    """Store a manifest by tag or digest (plus `?tag=` tags when pushed by digest)."""
+    name = validate_name(route.name)
+    store = context(request).registry.manifests
+    data = await _read_limited(request, store.max_size)
+    extra_tags = request.query.getall("tag", [])
+    result = await store.put(
+        name, route.argument, request.headers.get("Content-Type"), data, extra_tags
+    )
+    headers = {
+        "Location": f"/v2/{name}/manifests/{result.digest}",
+        "Docker-Content-Digest": str(result.digest),
+    }
+    if result.subject is not None:
+        headers["OCI-Subject"] = str(result.subject)
+    response = web.Response(status=201, headers=headers)
+    if extra_tags:
+        response.headers["OCI-Tag"] = ", ".join(dict.fromkeys(extra_tags))
+    return response
+
+
+async def delete_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    """By digest: the manifest and its tags. By tag: only the tag."""
+    name = validate_name(route.name)
+    registry = context(request).registry
+    if not registry.delete_enabled:
+        raise UnsupportedError("deletes are disabled on this registry (storage.delete.enabled)")
+    await registry.manifests.delete(name, route.argument)
+    return web.Response(status=202)

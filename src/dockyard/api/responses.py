@@ -1,0 +1,77 @@
+"""Response helpers: JSON bodies, error bodies and zero-copy blob bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, BinaryIO
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from dockyard.errors import RegistryError
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+def json_response(
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> web.Response:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return web.Response(body=data, status=status, headers=headers, content_type=content_type)
+
+
+def error_response(error: RegistryError) -> web.Response:
+    """The spec's `{"errors": [...]}` body with the error's status and headers.
+
+    For HEAD requests aiohttp sends the headers (Content-Length included) without the body.
+    """
+    body = json.dumps({"errors": [error.to_dict()]}).encode()
+    return web.Response(
+        body=body, status=error.status, headers=error.headers, content_type="application/json"
+    )
+
+
+def head_response(length: int, headers: dict[str, str], status: int = 200) -> web.StreamResponse:
+    """A body-less answer that still states the size of what a GET would return."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    return response
+
+
+class SendfileResponse(web.StreamResponse):
+    """Sends `count` bytes of an open file from `offset` with the kernel's sendfile.
+
+    The body never passes through Python memory. The file is closed when done.
+    """
+
+    def __init__(
+        self,
+        fobj: BinaryIO,
+        offset: int,
+        count: int,
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status=status, headers=headers)
+        self._fobj = fobj
+        self._offset = offset
+        self._count = count
+        self.content_length = count
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)
+            if request.method == "HEAD" or self._count == 0:
+                return writer
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("client went away")
+            await request._loop.sendfile(transport, self._fobj, self._offset, self._count)
+            await super().write_eof()
+            return writer
+        finally:
+            self._fobj.close()

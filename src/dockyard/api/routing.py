@@ -1,0 +1,52 @@
+"""Turns `/v2/...` paths into a resource, a repository name and an argument.
+
+Repository names contain slashes, so the path is matched from its end: the last
+`/manifests/`, `/blobs/`, `/tags/list` or `/referrers/` decides the resource.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Resource(Enum):
+    BASE = "base"
+    CATALOG = "catalog"
+    MANIFEST = "manifest"
+    BLOB = "blob"
+    UPLOADS = "uploads"
+    UPLOAD = "upload"
+    TAGS = "tags"
+    REFERRERS = "referrers"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    resource: Resource
+    name: str = ""
+    argument: str = ""
+
+
+_PATTERNS: tuple[tuple[re.Pattern[str], Resource], ...] = (
+    (re.compile(r"^(?P<name>.+)/manifests/(?P<arg>[^/]+)$"), Resource.MANIFEST),
+    (re.compile(r"^(?P<name>.+)/blobs/uploads/?$"), Resource.UPLOADS),
+    (re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<arg>[^/]+)$"), Resource.UPLOAD),
+    (re.compile(r"^(?P<name>.+)/blobs/(?P<arg>[^/]+)$"), Resource.BLOB),
+    (re.compile(r"^(?P<name>.+)/tags/list/?$"), Resource.TAGS),
+    (re.compile(r"^(?P<name>.+)/referrers/(?P<arg>[^/]+)$"), Resource.REFERRERS),
+)
+
+
+def match(tail: str) -> Route | None:
+    """The route for the part of the path after `/v2/`, or None."""
+    if tail == "":
+        return Route(Resource.BASE)
+    if tail in ("_catalog", "_catalog/"):
+        return Route(Resource.CATALOG)
+    for pattern, resource in _PATTERNS:
+        found = pattern.match(tail)
+        if found is not None:
+            return Route(resource, found.group("name"), found.groupdict().get("arg") or "")
+    return None

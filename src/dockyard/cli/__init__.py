@@ -1,0 +1,1 @@
+"""Command-line interface: the wiring root, the only place concrete classes are chosen."""

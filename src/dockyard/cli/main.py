@@ -1,0 +1,21 @@
+"""`dockyard` and its subcommands."""
+
+from __future__ import annotations
+
+import click
+
+from dockyard import __version__
+from dockyard.cli.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dockyard")
+def cli() -> None:
+    """Dockyard: an OCI registry and pull-through cache for K3s clusters."""
+
+
+cli.add_command(serve)
+
+
+def main() -> None:
+    cli()

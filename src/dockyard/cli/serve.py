@@ -1,0 +1,148 @@
+"""`dockyard serve`: run the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from dockyard.api import create_app
+from dockyard.api.context import ApiSettings
+from dockyard.api.middleware import AccessLogger
+from dockyard.cli.logs import configure_logging
+from dockyard.config import Config, ConfigError, load_config, parse_addr, parse_duration
+from dockyard.metadata import Database
+from dockyard.registry import Registry
+from dockyard.storage import FilesystemDriver
+
+log = logging.getLogger("dockyard.serve")
+
+
+def build_registry(config: Config) -> Registry:
+    """The local registry the config describes (filesystem blobs + SQLite metadata)."""
+    root = config.root
+    driver = FilesystemDriver(root)
+    db = Database(root / "metadata.db")
+    return Registry(
+        db,
+        driver,
+        manifest_max_size=config.validation.manifests.maxsize,
+        delete_enabled=config.storage.delete.enabled,
+    )
+
+
+def api_settings(config: Config) -> ApiSettings:
+    headers = tuple(
+        (name, value) for name, values in config.http.headers.items() for value in values
+    )
+    maxentries = config.catalog.get("maxentries", 1000)
+    return ApiSettings(extra_headers=headers, catalog_max_entries=int(maxentries))
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.http.tls
+    if not tls.certificate:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.certificate, tls.key)
+    return context
+
+
+async def _purge_uploads(registry: Registry, config: Config) -> None:
+    purging = config.storage.maintenance.uploadpurging
+    if not purging.enabled:
+        return
+    age = parse_duration(purging.age)
+    interval = parse_duration(purging.interval)
+    while True:
+        removed = await registry.uploads.purge(age)
+        if removed:
+            log.info("purged stale upload sessions", extra={"fields": {"removed": removed}})
+        await asyncio.sleep(interval)
+
+
+async def run_server(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
+    registry = build_registry(config)
+    app = create_app(registry, api_settings(config))
+    host, port = parse_addr(config.http.addr)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("dockyard.access")
+        if not config.log.accesslog.disabled
+        else None,
+        shutdown_timeout=parse_duration(config.http.draintimeout),
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(config), backlog=1024)
+    await site.start()
+    log.info(
+        "listening",
+        extra={"fields": {"addr": f"{host}:{port}", "root": str(config.root)}},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    purger = asyncio.create_task(_purge_uploads(registry, config))
+    try:
+        await stop.wait()
+        log.info("shutting down: draining in-flight requests")
+    finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+        await runner.cleanup()
+        registry.close()
+        log.info("stopped")
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="REGISTRY_CONFIGURATION_PATH",
+    help="Distribution-style config.yml (also REGISTRY_CONFIGURATION_PATH).",
+)
+@click.option("--addr", help="Listen address HOST:PORT (default :5000; overrides http.addr).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Storage root directory (default ./data; overrides storage.filesystem.rootdirectory).",
+)
+def serve(config_path: Path | None, addr: str | None, root: Path | None) -> None:
+    """Run the registry.
+
+    With no options it listens on 0.0.0.0:5000 and stores blobs and its SQLite metadata
+    under ./data. Any Distribution config.yml works; REGISTRY_* environment variables
+    override its keys (REGISTRY_HTTP_ADDR, REGISTRY_STORAGE_DELETE_ENABLED, ...).
+    """
+    overrides: dict[str, Any] = {}
+    if addr is not None:
+        overrides["http.addr"] = addr
+    if root is not None:
+        overrides["storage.filesystem.rootdirectory"] = str(root)
+    try:
+        loaded = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        click.echo(f"dockyard: {exc}", err=True)
+        raise SystemExit(2) from None
+    config = loaded.config
+    configure_logging(config.log.level, config.log.formatter, dict(config.log.fields))
+    for warning in loaded.warnings:
+        log.warning(warning)
+    try:
+        asyncio.run(run_server(config))
+    except OSError as exc:
+        click.echo(f"dockyard: cannot serve: {exc}", err=True)
+        raise SystemExit(1) from None
