@@ -6,7 +6,6 @@ These tests must run inside a private network namespace (`scripts/test.sh` does
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,9 @@ from tests.integration.support.server import DistributionServer, DockyardServer
 
 
 def _only_loopback() -> bool:
-    return sorted(os.listdir("/sys/class/net")) == ["lo"]
+    # /proc/net/dev belongs to this process's network namespace (sysfs may not).
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    return [line.split(":", 1)[0].strip() for line in lines] == ["lo"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -146,8 +146,14 @@ disabled_plugins = [
     def pull(self, ref: str, *args: str, namespace: str = "default", timeout: float = 120) -> str:
         """`ctr images pull --hosts-dir <certs.d> <ref>` (the K3s registry configuration)."""
         return self.ctr(
-            "images", "pull", "--hosts-dir", self.certs_d, *args, ref,
-            namespace=namespace, timeout=timeout,
+            "images",
+            "pull",
+            "--hosts-dir",
+            self.certs_d,
+            *args,
+            ref,
+            namespace=namespace,
+            timeout=timeout,
         )
 
     def image_refs(self, namespace: str = "default") -> list[str]:

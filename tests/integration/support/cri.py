@@ -7,6 +7,7 @@ No generated stubs: the request is hand-encoded protobuf,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -69,6 +70,16 @@ def decode_fields(data: bytes) -> dict[int, list[bytes | int]]:
     return fields
 
 
+@dataclass(frozen=True)
+class CriImage:
+    """The fields of CRI's `Image` message that tests look at."""
+
+    id: str
+    repo_tags: list[str]
+    repo_digests: list[str]
+    size: int
+
+
 def image_spec_request(ref: str) -> bytes:
     """`{image (1): ImageSpec{image (1): ref}}` — PullImageRequest and ImageStatusRequest."""
     return _length_delimited(1, _length_delimited(1, ref.encode()))
@@ -94,8 +105,8 @@ def pull_image(socket: Path, ref: str, timeout: float = 120) -> str:
     return values[0].decode()
 
 
-def image_status(socket: Path, ref: str, timeout: float = 30) -> dict[str, object] | None:
-    """CRI ImageStatus: `None` if the image is unknown, else its id, repo tags and digests."""
+def image_status(socket: Path, ref: str, timeout: float = 30) -> CriImage | None:
+    """CRI ImageStatus: `None` if the image is unknown."""
     response = _call(socket, IMAGE_STATUS, image_spec_request(ref), timeout)
     image = decode_fields(response).get(1)
     if not image or not isinstance(image[0], bytes):
@@ -106,9 +117,9 @@ def image_status(socket: Path, ref: str, timeout: float = 30) -> dict[str, objec
         return [v.decode() for v in fields.get(field, []) if isinstance(v, bytes)]
 
     size = fields.get(4, [0])[0]
-    return {
-        "id": (strings(1) or [""])[0],
-        "repo_tags": strings(2),
-        "repo_digests": strings(3),
-        "size": size,
-    }
+    return CriImage(
+        id=(strings(1) or [""])[0],
+        repo_tags=strings(2),
+        repo_digests=strings(3),
+        size=size if isinstance(size, int) else 0,
+    )

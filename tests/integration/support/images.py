@@ -21,7 +21,9 @@ def run(*args: str | Path, cwd: Path | None = None, timeout: float = 120) -> str
     return result.stdout
 
 
-def build_image(layout: Path, tag: str, arch: str = "amd64", files: dict[str, str] | None = None) -> None:
+def build_image(
+    layout: Path, tag: str, arch: str = "amd64", files: dict[str, str] | None = None
+) -> None:
     """Add an image `tag` to the OCI layout at `layout` (created if needed)."""
     if not (layout / "index.json").exists():
         run("umoci", "init", "--layout", layout)
@@ -35,8 +37,16 @@ def build_image(layout: Path, tag: str, arch: str = "amd64", files: dict[str, st
         path.write_text(content)
     run("umoci", "repack", "--image", f"{layout}:{tag}", bundle)
     run(
-        "umoci", "config", "--image", f"{layout}:{tag}", "--os", "linux",
-        "--architecture", arch, "--config.cmd", "/hello.txt",
+        "umoci",
+        "config",
+        "--image",
+        f"{layout}:{tag}",
+        "--os",
+        "linux",
+        "--architecture",
+        arch,
+        "--config.cmd",
+        "/hello.txt",
     )
     subprocess.run(["rm", "-rf", str(bundle)], check=True)
 
@@ -64,14 +74,21 @@ def add_index(layout: Path, tag: str, platform_tags: dict[str, str]) -> str:
         desc["platform"] = {"architecture": arch, "os": "linux"}
         manifests.append(desc)
     body = json.dumps(
-        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-         "manifests": manifests}
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        }
     ).encode()
     digest = hashlib.sha256(body).hexdigest()
     (layout / "blobs" / "sha256" / digest).write_bytes(body)
     index["manifests"].append(
-        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{digest}",
-         "size": len(body), "annotations": {"org.opencontainers.image.ref.name": tag}}
+        {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": f"sha256:{digest}",
+            "size": len(body),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
     )
     (layout / "index.json").write_text(json.dumps(index))
     return f"sha256:{digest}"

@@ -64,7 +64,16 @@ class DockyardServer:
         return f"http://{self.host}"
 
     def start(self) -> DockyardServer:
-        args = [sys.executable, "-m", "dockyard", "serve", "--addr", self.host, "--root", str(self.root)]
+        args = [
+            sys.executable,
+            "-m",
+            "dockyard",
+            "serve",
+            "--addr",
+            self.host,
+            "--root",
+            str(self.root),
+        ]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += self.extra_args

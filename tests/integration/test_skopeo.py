@@ -1,0 +1,379 @@
+"""skopeo against a real `dockyard serve`: copy in and out, inspect, list-tags, delete.
+
+Every image is built offline with umoci; digests change from run to run, so every
+expectation is computed from the source OCI layout, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.support.images import add_index, build_image, run
+from tests.integration.support.server import DockyardServer
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 60.0
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+ALL_MANIFEST_TYPES = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def skopeo(*args: str | Path) -> str:
+    return run("skopeo", *args, timeout=TIMEOUT)
+
+
+def skopeo_bytes(*args: str | Path) -> bytes:
+    """Run skopeo and return its stdout as bytes (raw manifests must be compared exactly)."""
+    result = subprocess.run(
+        ["skopeo", *map(str, args)], capture_output=True, timeout=TIMEOUT, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"skopeo {' '.join(map(str, args))} failed ({result.returncode}):\n"
+            f"{result.stderr.decode(errors='replace')}"
+        )
+    return result.stdout
+
+
+def skopeo_fails(*args: str | Path) -> str:
+    """Run skopeo, require it to fail, and return its stderr."""
+    result = subprocess.run(
+        ["skopeo", *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert result.returncode != 0, (
+        f"skopeo {' '.join(map(str, args))} unexpectedly succeeded:\n{result.stdout}"
+    )
+    return result.stderr
+
+
+def skopeo_debug(*args: str | Path) -> str:
+    """Run `skopeo --debug ...`, require success, return the debug log (stderr)."""
+    result = subprocess.run(
+        ["skopeo", "--debug", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"skopeo --debug {' '.join(map(str, args))} failed ({result.returncode}):\n"
+            f"{result.stderr}"
+        )
+    return result.stderr
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layout_digest(layout: Path, tag: str) -> str:
+    """The digest `tag` points at in an OCI layout's index.json."""
+    index = json.loads((layout / "index.json").read_text())
+    for desc in index["manifests"]:
+        if (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag:
+            return str(desc["digest"])
+    raise AssertionError(f"tag {tag!r} not in {layout}/index.json: {index}")
+
+
+def layout_blob(layout: Path, digest: str) -> bytes:
+    algorithm, hex_ = digest.split(":", 1)
+    return (layout / "blobs" / algorithm / hex_).read_bytes()
+
+
+def layout_json(layout: Path, digest: str) -> Any:
+    return json.loads(layout_blob(layout, digest))
+
+
+def image_digests(layout: Path, digest: str) -> list[str]:
+    """Every digest reachable from `digest`: the manifest or index, children, configs, layers."""
+    doc = layout_json(layout, digest)
+    digests = [digest]
+    if "manifests" in doc:
+        for child in doc["manifests"]:
+            digests += image_digests(layout, child["digest"])
+    else:
+        digests.append(doc["config"]["digest"])
+        digests += [layer["digest"] for layer in doc["layers"]]
+    return digests
+
+
+def assert_same_image(src: Path, src_tag: str, dst: Path, dst_tag: str) -> None:
+    """The image `dst_tag` in `dst` is byte-for-byte the image `src_tag` in `src`."""
+    digest = layout_digest(src, src_tag)
+    assert layout_digest(dst, dst_tag) == digest
+    for blob_digest in image_digests(src, digest):
+        data = layout_blob(dst, blob_digest)
+        assert sha256(data) == blob_digest
+        assert data == layout_blob(src, blob_digest), blob_digest
+
+
+def request(
+    server: DockyardServer, method: str, path: str, accept: str = ALL_MANIFEST_TYPES
+) -> tuple[int, Message[str, str], bytes]:
+    """One plain HTTP request to the server under test (loopback only)."""
+    req = urllib.request.Request(server.url + path, method=method, headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, err.headers, err.read()
+
+
+def assert_manifest_served(
+    server: DockyardServer, repo: str, reference: str, body: bytes, media_type: str
+) -> None:
+    """GET and HEAD of the manifest agree with `body` on digest, type and length."""
+    digest = sha256(body)
+    status, headers, got = request(server, "GET", f"/v2/{repo}/manifests/{reference}")
+    assert status == 200, (status, got)
+    assert got == body
+    assert headers["Docker-Content-Digest"] == digest
+    assert headers["Content-Type"] == media_type
+    assert int(headers["Content-Length"]) == len(body)
+    status, headers, got = request(server, "HEAD", f"/v2/{repo}/manifests/{reference}")
+    assert status == 200
+    assert got == b""
+    assert headers["Docker-Content-Digest"] == digest
+    assert headers["Content-Type"] == media_type
+    assert int(headers["Content-Length"]) == len(body)
+
+
+def inspect(ref: str, *extra: str) -> Any:
+    return json.loads(skopeo("inspect", "--tls-verify=false", *extra, ref))
+
+
+def list_tags(ref: str) -> list[str]:
+    return sorted(json.loads(skopeo("list-tags", "--tls-verify=false", ref))["Tags"] or [])
+
+
+# --- tests ---------------------------------------------------------------------------
+
+
+def test_single_platform_image(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64", {"hello.txt": "one\n", "etc/motd": "first image\n"})
+    build_image(src, "v2", "amd64", {"hello.txt": "two\n"})
+    v1 = layout_digest(src, "v1")
+    v2 = layout_digest(src, "v2")
+    assert v1 != v2
+    repo = "team/app/hello"
+    ref = f"docker://{dockyard.host}/{repo}"
+
+    for tag in ("v1", "v2"):
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:{tag}", f"{ref}:{tag}")
+
+    # Pull back into a fresh layout: manifest, config and layer bytes are unchanged.
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:v1", f"oci:{back}:v1")
+    assert_same_image(src, "v1", back, "v1")
+    skopeo("copy", "--src-tls-verify=false", f"{ref}@{v2}", f"oci:{back}:v2")
+    assert_same_image(src, "v2", back, "v2")
+
+    # inspect
+    manifest = layout_json(src, v1)
+    info = inspect(f"{ref}:v1")
+    assert info["Name"] == f"{dockyard.host}/{repo}"
+    assert info["Digest"] == v1
+    assert sorted(info["RepoTags"]) == ["v1", "v2"]
+    assert info["Architecture"] == "amd64"
+    assert info["Os"] == "linux"
+    assert info["Layers"] == [layer["digest"] for layer in manifest["layers"]]
+
+    # inspect --raw: the exact bytes pushed, whose digest the server reports.
+    raw = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}:v1")
+    assert raw == layout_blob(src, v1)
+    assert sha256(raw) == v1
+    assert_manifest_served(dockyard, repo, "v1", raw, OCI_MANIFEST)
+    assert_manifest_served(dockyard, repo, v1, raw, OCI_MANIFEST)
+    assert skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}@{v1}") == raw
+
+    raw_config = skopeo_bytes("inspect", "--config", "--raw", "--tls-verify=false", f"{ref}:v1")
+    assert raw_config == layout_blob(src, manifest["config"]["digest"])
+
+    # list-tags
+    assert list_tags(ref) == ["v1", "v2"]
+
+    # A missing tag is reported with the registry's MANIFEST_UNKNOWN error.
+    err = skopeo_fails("inspect", "--tls-verify=false", f"{ref}:nope")
+    assert "manifest unknown" in err.lower(), err
+
+    # delete v1: gone by tag and by digest; v2 is untouched.
+    skopeo("delete", "--tls-verify=false", f"{ref}:v1")
+    err = skopeo_fails("inspect", "--tls-verify=false", f"{ref}:v1")
+    assert "manifest unknown" in err.lower(), err
+    err = skopeo_fails("inspect", "--raw", "--tls-verify=false", f"{ref}@{v1}")
+    assert "manifest unknown" in err.lower(), err
+    assert request(dockyard, "HEAD", f"/v2/{repo}/manifests/{v1}")[0] == 404
+    assert list_tags(ref) == ["v2"]
+    assert inspect(f"{ref}:v2")["Digest"] == v2
+    again = tmp_path / "again"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:v2", f"oci:{again}:v2")
+    assert_same_image(src, "v2", again, "v2")
+
+
+def test_two_platform_oci_index(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "amd64", "amd64")
+    build_image(src, "arm64", "arm64")
+    index_digest = add_index(src, "multi", {"amd64": "amd64", "arm64": "arm64"})
+    children = {"amd64": layout_digest(src, "amd64"), "arm64": layout_digest(src, "arm64")}
+    repo = "multi/app"
+    ref = f"docker://{dockyard.host}/{repo}"
+
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{src}:multi", f"{ref}:multi")
+
+    # The index comes back byte-identical, and so does everything under both children.
+    back = tmp_path / "back"
+    skopeo("copy", "--all", "--src-tls-verify=false", f"{ref}:multi", f"oci:{back}:multi")
+    assert_same_image(src, "multi", back, "multi")
+
+    # Each child pulls on its own, by platform and by digest.
+    for arch, child in children.items():
+        one = tmp_path / f"one-{arch}"
+        skopeo(
+            "--override-arch",
+            arch,
+            "--override-os",
+            "linux",
+            "copy",
+            "--src-tls-verify=false",
+            f"{ref}:multi",
+            f"oci:{one}:{arch}",
+        )
+        assert_same_image(src, arch, one, arch)
+        by_digest = tmp_path / f"digest-{arch}"
+        skopeo("copy", "--src-tls-verify=false", f"{ref}@{child}", f"oci:{by_digest}:{arch}")
+        assert_same_image(src, arch, by_digest, arch)
+
+        raw_child = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}@{child}")
+        assert raw_child == layout_blob(src, child)
+        assert_manifest_served(dockyard, repo, child, raw_child, OCI_MANIFEST)
+
+        info = json.loads(
+            skopeo("--override-arch", arch, "inspect", "--tls-verify=false", f"{ref}:multi")
+        )
+        # skopeo reports the digest of what the tag names (the index) and the chosen
+        # child's configuration.
+        assert info["Digest"] == index_digest
+        assert info["Architecture"] == arch
+        assert info["Layers"] == [layer["digest"] for layer in layout_json(src, child)["layers"]]
+
+    # inspect --raw gives the index itself, with the digest the server reports.
+    raw = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}:multi")
+    assert raw == layout_blob(src, index_digest)
+    assert sha256(raw) == index_digest
+    index = json.loads(raw)
+    assert index["mediaType"] == OCI_INDEX
+    assert {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]} == children
+    assert_manifest_served(dockyard, repo, "multi", raw, OCI_INDEX)
+    assert_manifest_served(dockyard, repo, index_digest, raw, OCI_INDEX)
+
+    assert list_tags(ref) == ["multi"]
+
+    skopeo("delete", "--tls-verify=false", f"{ref}:multi")
+    err = skopeo_fails("inspect", "--raw", "--tls-verify=false", f"{ref}:multi")
+    assert "manifest unknown" in err.lower(), err
+    err = skopeo_fails("inspect", "--raw", "--tls-verify=false", f"{ref}@{index_digest}")
+    assert "manifest unknown" in err.lower(), err
+    assert "multi" not in list_tags(ref)
+
+
+def test_docker_schema2_image(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64", {"hello.txt": "docker format\n"})
+    oci_manifest = layout_json(src, layout_digest(src, "v1"))
+    repo = "legacy/docker-app"
+    ref = f"docker://{dockyard.host}/{repo}"
+
+    skopeo("copy", "--format", "v2s2", "--dest-tls-verify=false", f"oci:{src}:v1", f"{ref}:v1")
+
+    raw = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}:v1")
+    manifest = json.loads(raw)
+    assert manifest["schemaVersion"] == 2
+    assert manifest["mediaType"] == DOCKER_MANIFEST
+    assert manifest["config"]["mediaType"] == DOCKER_CONFIG
+    assert manifest["config"]["digest"] == oci_manifest["config"]["digest"]
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [DOCKER_LAYER]
+    assert [layer["digest"] for layer in manifest["layers"]] == [
+        layer["digest"] for layer in oci_manifest["layers"]
+    ]
+    digest = sha256(raw)
+    assert_manifest_served(dockyard, repo, "v1", raw, DOCKER_MANIFEST)
+    assert_manifest_served(dockyard, repo, digest, raw, DOCKER_MANIFEST)
+
+    info = inspect(f"{ref}:v1")
+    assert info["Digest"] == digest
+    assert info["Architecture"] == "amd64"
+    assert info["Layers"] == [layer["digest"] for layer in manifest["layers"]]
+
+    # `dir:` keeps the manifest as served: everything comes back byte-identical.
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:v1", f"dir:{back}")
+    assert (back / "manifest.json").read_bytes() == raw
+    for blob_digest in [manifest["config"]["digest"]] + [d["digest"] for d in manifest["layers"]]:
+        data = (back / blob_digest.split(":", 1)[1]).read_bytes()
+        assert data == layout_blob(src, blob_digest)
+
+    assert list_tags(ref) == ["v1"]
+
+    skopeo("delete", "--tls-verify=false", f"{ref}:v1")
+    err = skopeo_fails("inspect", "--tls-verify=false", f"{ref}:v1")
+    assert "manifest unknown" in err.lower(), err
+    err = skopeo_fails("inspect", "--raw", "--tls-verify=false", f"{ref}@{digest}")
+    assert "manifest unknown" in err.lower(), err
+
+
+def test_copy_to_second_repository_mounts_blobs(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64", {"hello.txt": "shared between repositories\n"})
+    digest = layout_digest(src, "v1")
+    layers = [layer["digest"] for layer in layout_json(src, digest)["layers"]]
+    first = f"docker://{dockyard.host}/first/app"
+    second = f"docker://{dockyard.host}/second/app"
+
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:v1", f"{first}:v1")
+    # skopeo now remembers where the layers live and mounts them instead of uploading.
+    log = skopeo_debug("copy", "--dest-tls-verify=false", f"oci:{src}:v1", f"{second}:v1")
+    for layer in layers:
+        assert f"from=first%2Fapp&mount={layer.replace(':', '%3A')}" in log, log
+    assert log.count("... mount OK") == len(layers), log
+
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{second}:v1", f"oci:{back}:v1")
+    assert_same_image(src, "v1", back, "v1")
+    assert inspect(f"{second}:v1")["Digest"] == digest
+    assert list_tags(second) == ["v1"]
+
+    # The mounted blob belongs to the second repository in its own right: removing it
+    # from the first one leaves the second intact.
+    for layer in layers:
+        status, _, body = request(dockyard, "DELETE", f"/v2/first/app/blobs/{layer}")
+        assert status == 202, (status, body)
+        assert request(dockyard, "HEAD", f"/v2/first/app/blobs/{layer}")[0] == 404
+        status, headers, body = request(dockyard, "GET", f"/v2/second/app/blobs/{layer}")
+        assert status == 200
+        assert body == layout_blob(src, layer)
+        assert headers["Docker-Content-Digest"] == layer
+    again = tmp_path / "again"
+    skopeo("copy", "--src-tls-verify=false", f"{second}:v1", f"oci:{again}:v1")
+    assert_same_image(src, "v1", again, "v1")
