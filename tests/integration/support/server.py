@@ -46,8 +46,10 @@ class DockyardServer:
         port: int | None = None,
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        root_flag: bool = True,
     ) -> None:
         self.root = root
+        self.root_flag = root_flag
         self.config = config
         self.port = port or free_port()
         self.env = env or {}
@@ -64,16 +66,9 @@ class DockyardServer:
         return f"http://{self.host}"
 
     def start(self) -> DockyardServer:
-        args = [
-            sys.executable,
-            "-m",
-            "dockyard",
-            "serve",
-            "--addr",
-            self.host,
-            "--root",
-            str(self.root),
-        ]
+        args = [sys.executable, "-m", "dockyard", "serve", "--addr", self.host]
+        if self.root_flag:
+            args += ["--root", str(self.root)]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += self.extra_args
