@@ -128,6 +128,10 @@ class ValidationConfig(_Section):
     manifests: ManifestValidationConfig = Field(default_factory=ManifestValidationConfig)
 
 
+class CatalogConfig(_Section):
+    maxentries: int = Field(default=1000, gt=0)
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -144,7 +148,7 @@ class Config(_Section):
     middleware: dict[str, Any] = Field(default_factory=dict)
     reporting: dict[str, Any] = Field(default_factory=dict)
     compatibility: dict[str, Any] = Field(default_factory=dict)
-    catalog: dict[str, Any] = Field(default_factory=dict)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     loglevel: str | None = None
 
     @property

@@ -42,8 +42,7 @@ def api_settings(config: Config) -> ApiSettings:
     headers = tuple(
         (name, value) for name, values in config.http.headers.items() for value in values
     )
-    maxentries = config.catalog.get("maxentries", 1000)
-    return ApiSettings(extra_headers=headers, catalog_max_entries=int(maxentries))
+    return ApiSettings(extra_headers=headers, catalog_max_entries=config.catalog.maxentries)
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
