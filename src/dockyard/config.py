@@ -128,6 +128,67 @@ class ValidationConfig(_Section):
     manifests: ManifestValidationConfig = Field(default_factory=ManifestValidationConfig)
 
 
+class UpstreamConfig(_Section):
+    """One registry to cache from."""
+
+    # The registry host as containerd names it in `?ns=` (docker.io, ghcr.io, ...).
+    name: str
+    url: str
+    username: str | None = None
+    password: str | None = None
+    # Keep secrets out of ConfigMaps: read the password from a file or an environment variable.
+    passwordfile: str | None = None
+    passwordenv: str | None = None
+    cafile: str | None = None
+    insecure: bool = False
+    connecttimeout: str = "3s"
+    # How long to wait for the upstream to start answering before giving up on it.
+    timeout: str = "10s"
+    # A cached tag is served without asking the upstream for this long.
+    tagttl: str = "5m"
+    # Cached content older than this is dropped (Distribution's proxy.ttl); 0 keeps it.
+    ttl: str = "0s"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _UPSTREAM_NAME.match(value):
+            raise ValueError(
+                f"invalid upstream name {value!r}: use the registry host, e.g. docker.io"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"upstream url {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("connecttimeout", "timeout", "tagttl", "ttl")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class ProxyConfig(_Section):
+    """The pull-through cache: Distribution's single `remoteurl` and Dockyard's `upstreams`."""
+
+    remoteurl: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ttl: str | None = None
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class CatalogConfig(_Section):
     maxentries: int = Field(default=1000, gt=0)
 
@@ -140,7 +201,7 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     http: HTTPConfig = Field(default_factory=HTTPConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    proxy: dict[str, Any] = Field(default_factory=dict)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     auth: dict[str, Any] = Field(default_factory=dict)
     notifications: dict[str, Any] = Field(default_factory=dict)
     redis: dict[str, Any] = Field(default_factory=dict)
@@ -158,7 +219,6 @@ class Config(_Section):
 
 # Sections Distribution knows that Dockyard accepts but does not act on (yet).
 IGNORED_SECTIONS: dict[str, str] = {
-    "proxy": "the pull-through cache is not supported yet; serving as a plain registry",
     "auth": "authentication is not supported yet; the registry is open",
     "notifications": "notifications are not supported; ignored",
     "redis": "Dockyard needs no redis; ignored",
@@ -175,6 +235,7 @@ class LoadedConfig:
     warnings: tuple[str, ...]
 
 
+_UPSTREAM_NAME = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]+)?$")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 
@@ -224,6 +285,10 @@ def _unknown_keys(model: BaseModel, prefix: str = "") -> list[str]:
         value = getattr(model, name)
         if isinstance(value, _Section):
             found.extend(_unknown_keys(value, f"{prefix}{name}."))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, _Section):
+                    found.extend(_unknown_keys(item, f"{prefix}{name}[{i}]."))
     return found
 
 

@@ -167,3 +167,27 @@ class MethodNotAllowedError(RegistryError):
     code = "UNSUPPORTED"
     status = 405
     default_message = "method not allowed on this endpoint"
+
+
+class UpstreamUnavailableError(RegistryError):
+    """The upstream registry could not be reached."""
+
+    code = "UPSTREAM_UNAVAILABLE"
+    status = 503
+    default_message = "upstream registry unavailable"
+
+
+class UpstreamTimeoutError(RegistryError):
+    """The upstream registry did not answer in time."""
+
+    code = "UPSTREAM_TIMEOUT"
+    status = 504
+    default_message = "upstream registry did not answer in time"
+
+
+class UpstreamBadResponseError(RegistryError):
+    """The upstream registry answered with an error or with content that failed verification."""
+
+    code = "UPSTREAM_ERROR"
+    status = 502
+    default_message = "upstream registry failed"

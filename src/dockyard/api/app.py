@@ -11,6 +11,7 @@ from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
 from dockyard.api.middleware import errors, standard_headers
 from dockyard.api.routing import Resource, Route, match
 from dockyard.errors import MethodNotAllowedError, NotFoundError
+from dockyard.proxy.cache import PullThroughCache
 from dockyard.registry import Registry
 
 RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
@@ -60,10 +61,14 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     raise NotFoundError(detail={"path": request.path[:300]})
 
 
-def create_app(registry: Registry, settings: ApiSettings | None = None) -> web.Application:
-    """The HTTP application over a registry."""
+def create_app(
+    registry: Registry,
+    settings: ApiSettings | None = None,
+    cache: PullThroughCache | None = None,
+) -> web.Application:
+    """The HTTP application over a registry (and the pull-through cache, if configured)."""
     app = web.Application(middlewares=[standard_headers, errors], client_max_size=4 * 1024**2)
-    app[CONTEXT] = ApiContext(registry, settings or ApiSettings())
+    app[CONTEXT] = ApiContext(registry, settings or ApiSettings(), cache)
     app.router.add_route("*", "/v2", dispatch_base)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     app.router.add_get("/healthz", base.healthz)

@@ -5,26 +5,52 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockyard.api.context import context
+from dockyard.api.proxying import (
+    cache_target,
+    namespace_headers,
+    refuse_writes_to_cache,
+    stream_download,
+)
 from dockyard.api.ranges import UnsatisfiableRange, parse_range
 from dockyard.api.responses import SendfileResponse, head_response
 from dockyard.api.routing import Route
 from dockyard.errors import RangeNotSatisfiableError, UnsupportedError
 from dockyard.oci.digest import Digest
 from dockyard.oci.names import validate_name
+from dockyard.proxy.fetcher import Download
 
 
-async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
-    """The blob's bytes (or a byte range of them), sent with sendfile."""
-    name = validate_name(route.name)
-    digest = Digest.parse(route.argument)
-    info, fobj = await context(request).registry.blobs.open(name, digest)
-    headers = {
+def _blob_headers(digest: Digest) -> dict[str, str]:
+    return {
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",
         "ETag": f'"{digest}"',
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
+
+
+async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
+    """The blob's bytes (or a byte range of them), sent with sendfile."""
+    name = validate_name(route.name)
+    digest = Digest.parse(route.argument)
+    ctx = context(request)
+    target = cache_target(request, name)
+    headers = _blob_headers(digest) | namespace_headers(request, target)
+    if target is not None and ctx.cache is not None:
+        source = await ctx.cache.blob(target, digest, name)
+        if isinstance(source, Download):
+            if "Range" not in request.headers:
+                return await stream_download(request, source, headers)
+            # A range of a blob still arriving: wait for it to be committed first.
+            await source.wait_started()
+            await source.wait_beyond(2**62)
+            if source.error is not None:
+                raise source.error
+            name = target.local_name
+        else:
+            name = source.repository
+    info, fobj = await ctx.registry.blobs.open(name, digest)
     try:
         selected = parse_range(request.headers.get("Range"), info.size)
     except UnsatisfiableRange:
@@ -44,19 +70,19 @@ async def head_blob(request: web.Request, route: Route) -> web.StreamResponse:
     """Whether the blob exists here, with its size and digest."""
     name = validate_name(route.name)
     digest = Digest.parse(route.argument)
-    info = await context(request).registry.blobs.stat(name, digest)
-    headers = {
-        "Docker-Content-Digest": str(digest),
-        "Content-Type": "application/octet-stream",
-        "ETag": f'"{digest}"',
-        "Accept-Ranges": "bytes",
-    }
+    ctx = context(request)
+    target = cache_target(request, name)
+    headers = _blob_headers(digest) | namespace_headers(request, target)
+    if target is not None and ctx.cache is not None:
+        return head_response(await ctx.cache.blob_size(target, digest, name), headers)
+    info = await ctx.registry.blobs.stat(name, digest)
     return head_response(info.size, headers)
 
 
 async def delete_blob(request: web.Request, route: Route) -> web.StreamResponse:
     """Unlink a blob from the repository (202); the bytes go at the next garbage collection."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     digest = Digest.parse(route.argument)
     registry = context(request).registry
     if not registry.delete_enabled:

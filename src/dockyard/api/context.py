@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from dockyard.proxy.cache import PullThroughCache
 from dockyard.registry import Registry
 
 
@@ -22,6 +23,7 @@ class ApiSettings:
 class ApiContext:
     registry: Registry
     settings: ApiSettings
+    cache: PullThroughCache | None = None
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("dockyard_context", ApiContext)

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from dockyard.api.context import context
+from dockyard.api.proxying import cache_target
 from dockyard.api.responses import json_response
 from dockyard.api.routing import Route
 from dockyard.errors import RegistryError
@@ -30,6 +31,12 @@ def _page_size(request: web.Request, maximum: int) -> int:
     return min(int(raw), maximum)
 
 
+def _cached_name(request: web.Request, name: str) -> str:
+    """Tags and referrers of a cached repository are those the cache holds."""
+    target = cache_target(request, name)
+    return target.local_name if target is not None and not target.fallback else name
+
+
 def _next_link(path: str, last: str, n: int) -> str:
     return f'<{path}?{urlencode({"last": last, "n": n})}>; rel="next"'
 
@@ -42,7 +49,7 @@ async def list_tags(request: web.Request, route: Route) -> web.StreamResponse:
     last = request.query.get("last", "")
     manifests = ctx.registry.manifests
     # One extra row tells whether a next page exists.
-    tags = await manifests.tags(name, last, n + 1 if n else 0)
+    tags = await manifests.tags(_cached_name(request, name), last, n + 1 if n else 0)
     headers = {}
     if n and len(tags) > n:
         tags = tags[:n]
@@ -65,7 +72,7 @@ async def catalog(request: web.Request, route: Route) -> web.StreamResponse:
 
 async def referrers(request: web.Request, route: Route) -> web.StreamResponse:
     """An image index of the manifests whose subject is the digest (never a 404)."""
-    name = validate_name(route.name)
+    name = _cached_name(request, validate_name(route.name))
     subject = Digest.parse(route.argument)
     artifact_type = request.query.get("artifactType") or None
     found = await context(request).registry.manifests.referrers(name, subject, artifact_type)

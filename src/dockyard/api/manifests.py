@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockyard.api.context import context
+from dockyard.api.proxying import cache_target, namespace_headers, refuse_writes_to_cache
 from dockyard.api.responses import head_response
 from dockyard.api.routing import Route
 from dockyard.errors import ManifestTooLargeError, UnsupportedError
@@ -22,8 +23,14 @@ def _manifest_headers(digest: str, media_type: str) -> dict[str, str]:
 async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse:
     """The manifest exactly as pushed, with its media type and digest."""
     name = validate_name(route.name)
-    manifest = await context(request).registry.manifests.get(name, route.argument)
+    ctx = context(request)
+    target = cache_target(request, name)
+    if target is not None and ctx.cache is not None:
+        manifest = await ctx.cache.manifest(target, route.argument, name)
+    else:
+        manifest = await ctx.registry.manifests.get(name, route.argument)
     headers = _manifest_headers(str(manifest.digest), manifest.media_type)
+    headers.update(namespace_headers(request, target))
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and headers["ETag"] in (v.strip() for v in if_none_match.split(",")):
         return web.Response(status=304, headers=headers)
@@ -47,6 +54,7 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
 async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse:
     """Store a manifest by tag or digest (plus `?tag=` tags when pushed by digest)."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     store = context(request).registry.manifests
     data = await _read_limited(request, store.max_size)
     extra_tags = request.query.getall("tag", [])
@@ -68,6 +76,7 @@ async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse
 async def delete_manifest(request: web.Request, route: Route) -> web.StreamResponse:
     """By digest: the manifest and its tags. By tag: only the tag."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     registry = context(request).registry
     if not registry.delete_enabled:
         raise UnsupportedError("deletes are disabled on this registry (storage.delete.enabled)")

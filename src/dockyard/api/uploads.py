@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dockyard.api.context import context
+from dockyard.api.proxying import refuse_writes_to_cache
 from dockyard.api.ranges import parse_content_range
 from dockyard.api.routing import Route
 from dockyard.errors import DigestInvalidError, NameInvalidError, SizeInvalidError
@@ -56,6 +57,7 @@ def _query_digest(request: web.Request) -> Digest:
 async def start_upload(request: web.Request, route: Route) -> web.StreamResponse:
     """POST /v2/<name>/blobs/uploads/: mount, monolithic upload, or a new session."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     registry = context(request).registry
     mount = request.query.get("mount")
     source = request.query.get("from")
@@ -88,6 +90,7 @@ async def upload_status(request: web.Request, route: Route) -> web.StreamRespons
 async def patch_upload(request: web.Request, route: Route) -> web.StreamResponse:
     """PATCH a chunk onto a session (in order: a gap or overlap is a 416)."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     content_range = parse_content_range(request.headers.get("Content-Range"))
     length = _content_length(request)
     start = None
@@ -107,6 +110,7 @@ async def patch_upload(request: web.Request, route: Route) -> web.StreamResponse
 async def put_upload(request: web.Request, route: Route) -> web.StreamResponse:
     """PUT ?digest=: the optional last chunk, then verify and commit."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     digest = _query_digest(request)
     uploads = context(request).registry.uploads
     content_range = parse_content_range(request.headers.get("Content-Range"))
@@ -129,5 +133,6 @@ async def put_upload(request: web.Request, route: Route) -> web.StreamResponse:
 async def cancel_upload(request: web.Request, route: Route) -> web.StreamResponse:
     """DELETE a session and its bytes."""
     name = validate_name(route.name)
+    refuse_writes_to_cache(request, name)
     await context(request).registry.uploads.cancel(name, route.argument)
     return web.Response(status=204)

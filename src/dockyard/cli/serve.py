@@ -19,6 +19,9 @@ from dockyard.api.middleware import AccessLogger
 from dockyard.cli.logs import configure_logging
 from dockyard.config import Config, ConfigError, load_config, parse_addr, parse_duration
 from dockyard.metadata import Database
+from dockyard.proxy.cache import PullThroughCache
+from dockyard.proxy.router import Router
+from dockyard.proxy.upstream import UpstreamClient, upstreams_from_config
 from dockyard.registry import Registry
 from dockyard.storage import FilesystemDriver
 
@@ -67,10 +70,31 @@ async def _purge_uploads(registry: Registry, config: Config) -> None:
         await asyncio.sleep(interval)
 
 
+def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
+    """The pull-through cache, when the config names upstreams (call inside the loop)."""
+    upstreams, default = upstreams_from_config(config.proxy)
+    if not upstreams:
+        return None
+    clients = {u.name: UpstreamClient.create(u) for u in upstreams}
+    for upstream in upstreams:
+        log.info(
+            "caching upstream",
+            extra={
+                "fields": {
+                    "upstream": upstream.name,
+                    "url": upstream.url,
+                    "default": upstream.name == default,
+                }
+            },
+        )
+    return PullThroughCache(registry, Router(clients, default))
+
+
 async def run_server(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
     registry = build_registry(config)
-    app = create_app(registry, api_settings(config))
+    cache = build_cache(config, registry)
+    app = create_app(registry, api_settings(config), cache)
     host, port = parse_addr(config.http.addr)
     runner = web.AppRunner(
         app,
@@ -101,6 +125,8 @@ async def run_server(config: Config) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await purger
         await runner.cleanup()
+        if cache is not None:
+            await cache.close()
         registry.close()
         log.info("stopped")
 

@@ -223,6 +223,23 @@ def delete_tag(conn: sqlite3.Connection, repo: str, tag: str) -> bool:
     return cursor.rowcount > 0
 
 
+def tag_updated(conn: sqlite3.Connection, repo: str, tag: str) -> float | None:
+    row = conn.execute(
+        "SELECT t.updated FROM tags t JOIN repositories r ON r.id = t.repo_id "
+        "WHERE r.name = ? AND t.name = ?",
+        (repo, tag),
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def touch_tag(conn: sqlite3.Connection, repo: str, tag: str) -> None:
+    conn.execute(
+        "UPDATE tags SET updated = ? WHERE name = ? "
+        "AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        (time.time(), tag, repo),
+    )
+
+
 def list_tags(conn: sqlite3.Connection, repo_id: int, last: str, limit: int) -> list[str]:
     rows = conn.execute(
         "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",

@@ -59,6 +59,34 @@ class LocalBlobStore:
         await self._db.write(link)
         return BlobInfo(digest, size)
 
+    def exists_anywhere(self, digest: Digest) -> int | None:
+        """The size of a committed blob in any repository, or None."""
+        return self._db.read_sync(q.blob_size, str(digest))
+
+    async def link(self, repo: str, digest: Digest) -> None:
+        """Make a committed blob visible in a repository."""
+
+        def link(conn: sqlite3.Connection) -> None:
+            q.link_blob(conn, q.ensure_repository(conn, repo), str(digest))
+
+        await self._db.write(link)
+
+    async def commit_staged(self, repo: str, staging_key: str, digest: Digest, size: int) -> None:
+        """Publish verified staged bytes as a blob of `repo` (fsync, rename, then the row)."""
+        await asyncio.to_thread(self._driver.commit, staging_key, blob_key(digest))
+
+        def record(conn: sqlite3.Connection) -> None:
+            q.commit_blob(conn, None, q.ensure_repository(conn, repo), str(digest), size)
+
+        await self._db.write(record)
+
+    def open_staged(self, staging_key: str) -> BinaryIO:
+        """An open file of bytes still being written (a download in progress)."""
+        return self._driver.open_read(staging_key)
+
+    def open_committed(self, digest: Digest) -> BinaryIO:
+        return self._driver.open_read(blob_key(digest))
+
     async def delete(self, repo: str, digest: Digest) -> None:
         """Unlink a blob from a repository (garbage collection frees the bytes)."""
         if not await self._db.write(q.unlink_blob, repo, str(digest)):

@@ -94,8 +94,14 @@ class ManifestStore:
         content_type: str | None,
         data: bytes,
         extra_tags: Sequence[str] = (),
+        *,
+        check_references: bool = True,
     ) -> PutManifestResult:
-        """Validate and store a manifest, tagging it when the reference is a tag."""
+        """Validate and store a manifest, tagging it when the reference is a tag.
+
+        The cache stores upstream manifests before their blobs arrive, so it skips the
+        check that every referenced blob and manifest is already here.
+        """
         if len(data) > self.max_size:
             raise ManifestTooLargeError(
                 f"manifest is {len(data)} bytes; the limit is {self.max_size}"
@@ -128,8 +134,10 @@ class ManifestStore:
         def store(conn: sqlite3.Connection) -> None:
             repo_id = q.ensure_repository(conn, repo)
             # Checked inside the write transaction so a racing delete cannot slip between.
-            missing = q.missing_blobs(conn, repo_id, record.blobs)
-            missing += q.missing_manifests(conn, repo_id, record.children)
+            missing = []
+            if check_references:
+                missing = q.missing_blobs(conn, repo_id, record.blobs)
+                missing += q.missing_manifests(conn, repo_id, record.children)
             if missing:
                 raise ManifestBlobUnknownError(
                     f"manifest references {len(missing)} unknown blob(s) or manifest(s)",
@@ -140,6 +148,15 @@ class ManifestStore:
         await self._db.write(store)
         subject = manifest.subject.digest if manifest.subject else None
         return PutManifestResult(digest, subject, tuple(tags))
+
+    async def tag_age(self, repo: str, tag: str, now: float) -> float | None:
+        """Seconds since a tag was last written or revalidated, or None if absent."""
+        updated = await self._db.read(q.tag_updated, repo, tag)
+        return None if updated is None else now - updated
+
+    async def touch_tag(self, repo: str, tag: str) -> None:
+        """Mark a tag as revalidated now."""
+        await self._db.write(q.touch_tag, repo, tag)
 
     async def delete(self, repo: str, reference: str) -> None:
         """Delete by digest removes the manifest and its tags; by tag removes only the tag."""

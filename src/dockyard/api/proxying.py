@@ -1,0 +1,87 @@
+"""Where the HTTP layer meets the pull-through cache: routing, refusing writes, streaming."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dockyard.api.context import context
+from dockyard.errors import UnsupportedError
+from dockyard.proxy.fetcher import Download
+from dockyard.proxy.router import ProxyTarget
+
+
+def cache_target(request: web.Request, name: str) -> ProxyTarget | None:
+    """The upstream this request is routed to, or None for a local repository."""
+    cache = context(request).cache
+    if cache is None:
+        return None
+    return cache.route(name, request.query.get("ns"))
+
+
+def refuse_writes_to_cache(request: web.Request, name: str) -> None:
+    """Pushes and deletes under a cached registry's name are refused (405 UNSUPPORTED)."""
+    target = cache_target(request, name)
+    if target is not None and not target.fallback:
+        raise UnsupportedError(
+            f"{name} is served from the cache of {target.upstream.settings.name}; "
+            "push to a repository outside the cached registries",
+            detail={"name": name, "upstream": target.upstream.settings.name},
+        )
+
+
+def namespace_headers(request: web.Request, target: ProxyTarget | None) -> dict[str, str]:
+    """`OCI-Namespace` echoes the `ns` a request was routed by (spec: Registry Proxying)."""
+    ns = request.query.get("ns")
+    if target is not None and ns:
+        return {"OCI-Namespace": ns}
+    return {}
+
+
+async def stream_download(
+    request: web.Request, download: Download, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Serve a blob while it downloads: sendfile each stretch already on disk, then wait."""
+    await download.wait_started()
+    cache = context(request).cache
+    assert cache is not None
+    blobs = cache.registry.blobs
+    if download.size is None:
+        # No length from the upstream: wait for the verified blob, then serve it whole.
+        await download.wait_beyond(2**62)
+        if download.error is not None:
+            raise download.error
+        download_size = download.written
+        fobj = blobs.open_committed(download.digest)
+    else:
+        download_size = download.size
+        try:
+            fobj = blobs.open_staged(download.staging_key)
+        except FileNotFoundError:
+            # Committed (renamed) between our checks: the final file holds the same bytes.
+            fobj = blobs.open_committed(download.digest)
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_length = download_size
+    try:
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        transport = request.transport
+        sent = 0
+        while sent < download_size:
+            await download.wait_beyond(sent)
+            if download.error is not None:
+                # Headers are gone already: cut the connection so the client sees a failure.
+                if transport is not None:
+                    transport.abort()
+                raise ConnectionResetError(download.error.message)
+            available = (
+                min(download.written, download_size) if not download.done else (download_size)
+            )
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away")
+            await request._loop.sendfile(transport, fobj, sent, available - sent)
+            sent = available
+        await response.write_eof()
+        return response
+    finally:
+        fobj.close()

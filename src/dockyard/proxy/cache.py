@@ -1,0 +1,192 @@
+"""The pull-through cache over the local registry.
+
+Reads try the local store first; a miss goes to the upstream the router picked. Content by
+digest is immutable and never revalidated. A tag is revalidated after its upstream's
+freshness interval; when the upstream fails (unreachable, slow, 5xx, 429) the cached tag
+is served instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dockyard.errors import (
+    BlobUnknownError,
+    ManifestUnknownError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from dockyard.oci.digest import Digest, is_digest_like
+from dockyard.oci.names import validate_tag
+from dockyard.proxy.fetcher import BlobFetcher, Download
+from dockyard.proxy.router import ProxyTarget, Router
+from dockyard.proxy.upstream import UpstreamClient
+from dockyard.registry import Registry
+from dockyard.registry.blobs import BlobInfo
+from dockyard.registry.manifests import StoredManifest
+
+log = logging.getLogger("dockyard.proxy")
+
+# Upstream failures after which a cached tag is served instead of an error.
+UPSTREAM_FAILURES = (
+    UpstreamUnavailableError,
+    UpstreamTimeoutError,
+    UpstreamBadResponseError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBlob:
+    repository: str
+    info: BlobInfo
+
+
+class PullThroughCache:
+    """Manifests and blobs of routed repositories, from the cache or the upstream."""
+
+    def __init__(
+        self, registry: Registry, router: Router, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.registry = registry
+        self.router = router
+        self.fetcher = BlobFetcher(registry.blobs, registry.driver)
+        self._clock = clock
+
+    def route(self, name: str, ns: str | None) -> ProxyTarget | None:
+        return self.router.route(name, ns)
+
+    async def manifest(self, target: ProxyTarget, reference: str, name: str) -> StoredManifest:
+        """A manifest by tag or digest, revalidating tags once they are stale."""
+        manifests = self.registry.manifests
+        if target.fallback:
+            # Without ns or prefix, pushed content under the plain name wins.
+            try:
+                return await manifests.get(name, reference)
+            except ManifestUnknownError:
+                pass
+        upstream = target.upstream
+        if is_digest_like(reference):
+            digest = Digest.parse(reference)
+            try:
+                found = await manifests.get(target.local_name, reference)
+                upstream.stats.hits += 1
+                return found
+            except ManifestUnknownError:
+                upstream.stats.misses += 1
+            return await self._fetch_manifest(target, reference, digest)
+        tag = validate_tag(reference)
+        age = await manifests.tag_age(target.local_name, tag, self._clock())
+        if age is not None and age < upstream.settings.tag_ttl:
+            upstream.stats.hits += 1
+            return await manifests.get(target.local_name, tag)
+        try:
+            return await self._revalidate(target, tag, cached=age is not None)
+        except UPSTREAM_FAILURES as exc:
+            if age is None:
+                raise
+            log.warning(
+                "upstream failed; serving the cached tag",
+                extra={
+                    "fields": {
+                        "upstream": upstream.settings.name,
+                        "repository": target.remote_name,
+                        "tag": tag,
+                        "error": exc.message,
+                    }
+                },
+            )
+            upstream.stats.hits += 1
+            return await manifests.get(target.local_name, tag)
+
+    async def _revalidate(self, target: ProxyTarget, tag: str, cached: bool) -> StoredManifest:
+        upstream = target.upstream
+        manifests = self.registry.manifests
+        upstream.stats.revalidations += 1
+        if cached:
+            head = await upstream.manifest(target.remote_name, tag, head=True)
+            local = await manifests.get(target.local_name, tag)
+            if head.digest is not None and head.digest == str(local.digest):
+                await manifests.touch_tag(target.local_name, tag)
+                upstream.stats.hits += 1
+                return local
+        upstream.stats.misses += 1
+        return await self._fetch_manifest(target, tag, None)
+
+    async def _fetch_manifest(
+        self, target: ProxyTarget, reference: str, expected: Digest | None
+    ) -> StoredManifest:
+        upstream = target.upstream
+        fetched = await upstream.manifest(target.remote_name, reference)
+        content = fetched.content or b""
+        claimed = expected
+        if claimed is None and fetched.digest:
+            claimed = Digest.parse(fetched.digest)
+        actual = Digest.of(content, claimed.algorithm if claimed else "sha256")
+        if claimed is not None and actual != claimed:
+            raise UpstreamBadResponseError(
+                f"upstream {upstream.settings.name} sent a manifest that does not match "
+                f"{claimed}; nothing was cached"
+            )
+        await self.registry.manifests.put(
+            target.local_name,
+            str(actual) if expected is not None else reference,
+            fetched.media_type or None,
+            content,
+            check_references=False,
+        )
+        return StoredManifest(actual, fetched.media_type, content)
+
+    async def blob(self, target: ProxyTarget, digest: Digest, name: str) -> LocalBlob | Download:
+        """A cached blob, or the (shared) download that will bring it."""
+        blobs = self.registry.blobs
+        found = await self.blob_if_cached(target, digest, name)
+        if found is not None:
+            target.upstream.stats.hits += 1
+            return found
+        download = self.fetcher.inflight(digest)
+        if download is None:
+            size = blobs.exists_anywhere(digest)
+            if size is not None:
+                # Already here under another name: link it instead of downloading again.
+                await blobs.link(target.local_name, digest)
+                target.upstream.stats.hits += 1
+                return LocalBlob(target.local_name, BlobInfo(digest, size))
+        target.upstream.stats.misses += 1
+        return self.fetcher.fetch(target.upstream, target.remote_name, target.local_name, digest)
+
+    async def blob_size(self, target: ProxyTarget, digest: Digest, name: str) -> int:
+        """The size of a blob, asking the upstream (HEAD) when it is not cached."""
+        found = await self.blob_if_cached(target, digest, name)
+        if found is not None:
+            return found.info.size
+        download = self.fetcher.inflight(digest)
+        if download is not None and download.size is not None:
+            return download.size
+        return await target.upstream.blob_size(target.remote_name, str(digest))
+
+    async def blob_if_cached(
+        self, target: ProxyTarget, digest: Digest, name: str
+    ) -> LocalBlob | None:
+        candidates = [name, target.local_name] if target.fallback else [target.local_name]
+        for repository in candidates:
+            try:
+                return LocalBlob(repository, await self.registry.blobs.stat(repository, digest))
+            except BlobUnknownError:
+                continue
+        return None
+
+    def upstreams(self) -> dict[str, UpstreamClient]:
+        return self.router.upstreams
+
+    async def close(self) -> None:
+        await self.fetcher.close()
+        for upstream in self.router.upstreams.values():
+            await upstream.close()
