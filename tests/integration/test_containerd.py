@@ -3,17 +3,23 @@
 A private containerd (own root, state and socket under `tmp_path`) reads a `certs.d`
 directory in which `docker.io/hosts.toml` names Dockyard as the only mirror and a dead
 loopback port as the upstream `server`, so a pull can only succeed through Dockyard and can
-never reach a real registry. Three clients are exercised: `ctr images pull --hosts-dir`,
-the same for a two-platform index, and the kubelet's CRI `PullImage` call over the socket.
+never reach a real registry. Clients: `ctr images pull --hosts-dir` (an OCI image, a
+two-platform OCI index, a Docker manifest list pinned by digest, `_default/hosts.toml` for
+any registry) and the kubelet's CRI `PullImage` call over the socket (images land in the
+`k8s.io` namespace). Every containerd request must carry `?ns=<registry>` — checked in
+Dockyard's access log, one JSON line per request with the query string in `path`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import re
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support import cri
-from tests.integration.support.containerd import Containerd
+from tests.integration.support.containerd import Containerd, dead_endpoint
 from tests.integration.support.images import add_index, build_image, run
 from tests.integration.support.server import DockyardServer
 
@@ -30,6 +36,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 HOST_ARCH = _GOARCH.get(platform.machine(), platform.machine())
 OTHER_ARCH = "arm64" if HOST_ARCH == "amd64" else "amd64"
+
+MANIFEST_TYPES = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+]
 
 
 @pytest.fixture
@@ -44,23 +57,69 @@ def containerd(tmp_path: Path) -> Iterator[Containerd]:
         daemon.stop()
 
 
-def _mirror_docker_io(containerd: Containerd, dockyard: DockyardServer) -> None:
-    """`certs.d/docker.io/hosts.toml` as K3s writes it for `mirrors: docker.io: [dockyard]`."""
-    hosts = containerd.write_hosts("docker.io", [f"{dockyard.url}/v2"])
+def _mirror_docker_io(
+    containerd: Containerd, dockyard: DockyardServer, registry: str = "docker.io"
+) -> str:
+    """`certs.d/<registry>/hosts.toml` as K3s writes it for `mirrors: docker.io: [dockyard]`.
+
+    Returns the upstream `server` URL: a loopback port nothing listens on.
+    """
+    server = dead_endpoint()
+    hosts = containerd.write_hosts(registry, [f"{dockyard.url}/v2"], server=server)
     text = hosts.read_text()
     assert f'[host."http://{dockyard.host}/v2"]' in text
-    assert 'server = "http://127.0.0.1:' in text
+    assert f'server = "{server}"' in text
+    return server
 
 
 def _image_name() -> str:
     return f"dy-{uuid.uuid4().hex[:10]}"
 
 
-def _skopeo_push(layout: Path, tag: str, dest: str, all_images: bool = False) -> None:
-    args = ["skopeo", "copy", "--dest-tls-verify=false"]
+def _skopeo_push(
+    layout: Path, tag: str, dest: str, all_images: bool = False, docker_v2s2: bool = False
+) -> str:
+    """skopeo copy from the OCI layout to Dockyard; returns the pushed manifest's digest."""
+    digest_file = layout.parent / f"pushed-{uuid.uuid4().hex}.digest"
+    args = ["skopeo", "copy", "--dest-tls-verify=false", f"--digestfile={digest_file}"]
     if all_images:
         args.append("--all")
+    if docker_v2s2:
+        args.append("--format=v2s2")
     run(*args, f"oci:{layout}:{tag}", f"docker://{dest}")
+    return digest_file.read_text().strip()
+
+
+def _add_layer(layout: Path, tag: str, files: dict[str, bytes]) -> None:
+    """Stack one more layer holding `files` onto the image `tag` of the layout."""
+    bundle = layout.parent / f"bundle-{uuid.uuid4().hex}"
+    run("umoci", "unpack", "--rootless", "--image", f"{layout}:{tag}", bundle)
+    for name, content in files.items():
+        (bundle / "rootfs" / name).write_bytes(content)
+    run("umoci", "repack", "--image", f"{layout}:{tag}", bundle)
+    subprocess.run(["rm", "-rf", str(bundle)], check=True)
+
+
+def _registry_json(dockyard: DockyardServer, ref: str) -> dict[str, object]:
+    raw = run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{dockyard.host}/{ref}")
+    value: dict[str, object] = json.loads(raw)
+    return value
+
+
+def _registry_blob(dockyard: DockyardServer, repo: str, digest: str) -> bytes:
+    with urllib.request.urlopen(f"{dockyard.url}/v2/{repo}/blobs/{digest}", timeout=30) as r:
+        data: bytes = r.read()
+        return data
+
+
+def _manifest_bytes(dockyard: DockyardServer, repo: str, digest: str) -> bytes:
+    request = urllib.request.Request(
+        f"{dockyard.url}/v2/{repo}/manifests/{digest}",
+        headers={"Accept": ", ".join(MANIFEST_TYPES)},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        data: bytes = r.read()
+        return data
 
 
 def _layout_descriptor(layout: Path, tag: str) -> dict[str, object]:
@@ -146,14 +205,6 @@ def _assert_every_request_has_ns(requests: list[dict[str, object]], ns: str = "d
         assert f"ns={ns}" in query, f"request without ?ns={ns}: {entry}"
 
 
-def _paths(requests: list[dict[str, object]], method: str | None = None) -> list[str]:
-    return [
-        str(e["path"]).partition("?")[0]
-        for e in requests
-        if method is None or e.get("method") == method
-    ]
-
-
 def test_ctr_pull_docker_io_through_k3s_mirror(
     tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
 ) -> None:
@@ -178,12 +229,18 @@ def test_ctr_pull_docker_io_through_k3s_mirror(
     assert chain_id, output
     assert chain_id.group(1) in containerd.ctr("snapshots", "ls")
 
-    requests = _assert_every_request_has_ns(dockyard, f"library/{name}", pushed)
-    paths = _paths(requests)
-    assert f"/v2/library/{name}/manifests/v1" in paths
-    for digest in [config_digest, *layer_digests]:
-        assert f"/v2/library/{name}/blobs/{digest}" in _paths(requests, "GET")
-    assert all(e["status"] in (200, 307) for e in requests), requests
+    repo = f"/v2/library/{name}"
+    requests = _containerd_requests(
+        dockyard,
+        f"library/{name}",
+        [
+            ("HEAD", f"{repo}/manifests/v1"),
+            ("GET", f"{repo}/manifests/{manifest_digest}"),
+            *[("GET", f"{repo}/blobs/{d}") for d in [config_digest, *layer_digests]],
+        ],
+    )
+    _assert_every_request_has_ns(requests)
+    assert {e["status"] for e in requests} == {200}, requests
 
 
 def test_ctr_pull_two_platform_index(
@@ -214,12 +271,22 @@ def test_ctr_pull_two_platform_index(
     for digest in [other_manifest, other_config, *set(other_layers) - set(host_layers)]:
         assert digest not in content, digest
 
-    requests = _assert_every_request_has_ns(dockyard, f"library/{name}", pushed)
-    paths = _paths(requests)
-    assert f"/v2/library/{name}/manifests/v1" in paths
-    assert f"/v2/library/{name}/manifests/{host_manifest}" in _paths(requests, "GET")
-    assert f"/v2/library/{name}/manifests/{other_manifest}" not in paths
-    assert all(e["status"] in (200, 307) for e in requests), requests
+    repo = f"/v2/library/{name}"
+    requests = _containerd_requests(
+        dockyard,
+        f"library/{name}",
+        [
+            ("HEAD", f"{repo}/manifests/v1"),
+            ("GET", f"{repo}/manifests/{index_digest}"),
+            ("GET", f"{repo}/manifests/{host_manifest}"),
+            *[("GET", f"{repo}/blobs/{d}") for d in [host_config, *host_layers]],
+        ],
+    )
+    _assert_every_request_has_ns(requests)
+    assert {e["status"] for e in requests} == {200}, requests
+    fetched = {str(e["path"]).partition("?")[0] for e in requests}
+    assert f"{repo}/manifests/{other_manifest}" not in fetched
+    assert f"{repo}/blobs/{other_config}" not in fetched
 
 
 def test_cri_pull_image_lands_in_k8s_io_namespace(
@@ -252,10 +319,18 @@ def test_cri_pull_image_lands_in_k8s_io_namespace(
         content = _content_bytes(containerd, digest, namespace="k8s.io")
         assert content == _layout_blob(layout, digest), digest
 
-    requests = _assert_every_request_has_ns(dockyard, f"library/{name}", pushed)
-    assert f"/v2/library/{name}/manifests/v1" in _paths(requests)
-    for digest in [config_digest, *layer_digests]:
-        assert f"/v2/library/{name}/blobs/{digest}" in _paths(requests, "GET")
+    repo = f"/v2/library/{name}"
+    requests = _containerd_requests(
+        dockyard,
+        f"library/{name}",
+        [
+            ("HEAD", f"{repo}/manifests/v1"),
+            ("GET", f"{repo}/manifests/{manifest_digest}"),
+            *[("GET", f"{repo}/blobs/{d}") for d in [config_digest, *layer_digests]],
+        ],
+    )
+    _assert_every_request_has_ns(requests)
+    assert {e["status"] for e in requests} == {200}, requests
 
 
 def test_pull_of_unknown_tag_fails_without_leaving_loopback(
@@ -263,9 +338,128 @@ def test_pull_of_unknown_tag_fails_without_leaving_loopback(
 ) -> None:
     """A tag Dockyard does not have: containerd asks Dockyard (with ns), then the dead server."""
     name = _image_name()
-    _mirror_docker_io(containerd, dockyard)
+    server = _mirror_docker_io(containerd, dockyard)
     with pytest.raises(AssertionError) as failure:
         containerd.pull(f"docker.io/library/{name}:missing", timeout=60)
-    assert "not found" in str(failure.value) or "connection refused" in str(failure.value)
-    requests = _assert_every_request_has_ns(dockyard, f"library/{name}", pushed)
+    message = str(failure.value)
+    # Dockyard answered 404 at once, so containerd moved on to `server`: the dead port.
+    assert f'response was http.StatusNotFound" host="{dockyard.host}"' in message, message
+    dead = server.removeprefix("http://").removesuffix("/v2")
+    assert f"dial tcp {dead}: connect: connection refused" in message, message
+    requests = _containerd_requests(
+        dockyard, f"library/{name}", [("HEAD", f"/v2/library/{name}/manifests/missing")]
+    )
+    _assert_every_request_has_ns(requests)
     assert {e["status"] for e in requests} == {404}, requests
+
+
+def test_ctr_pull_docker_manifest_list_by_digest(
+    tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
+) -> None:
+    """Docker Hub's usual shape: a schema-2 manifest list, pinned by digest, several layers."""
+    name = _image_name()
+    repo = f"library/{name}"
+    layout = tmp_path / "oci"
+    build_image(layout, HOST_ARCH, arch=HOST_ARCH)
+    # A second, larger layer (8 MiB of random bytes) on the host platform's image.
+    _add_layer(layout, HOST_ARCH, {"big.bin": os.urandom(8 * 1024 * 1024)})
+    build_image(layout, OTHER_ARCH, arch=OTHER_ARCH)
+    add_index(layout, "v1", {HOST_ARCH: HOST_ARCH, OTHER_ARCH: OTHER_ARCH})
+    list_digest = _skopeo_push(
+        layout, "v1", f"{dockyard.host}/{repo}:v1", all_images=True, docker_v2s2=True
+    )
+    manifest_list = _registry_json(dockyard, f"{repo}@{list_digest}")
+    assert manifest_list["mediaType"] == MANIFEST_TYPES[1]
+    entries = manifest_list["manifests"]
+    assert isinstance(entries, list)
+    by_arch = {e["platform"]["architecture"]: str(e["digest"]) for e in entries}
+    host_manifest = _registry_json(dockyard, f"{repo}@{by_arch[HOST_ARCH]}")
+    assert host_manifest["mediaType"] == MANIFEST_TYPES[0]
+    config = host_manifest["config"]
+    layers = host_manifest["layers"]
+    assert isinstance(config, dict)
+    assert isinstance(layers, list)
+    host_blobs = [str(config["digest"]), *[str(layer["digest"]) for layer in layers]]
+    assert len(layers) == 2
+
+    _mirror_docker_io(containerd, dockyard)
+    ref = f"docker.io/{repo}@{list_digest}"
+    containerd.pull(ref)
+
+    assert ref in containerd.image_refs()
+    content = containerd.content_digests()
+    assert by_arch[OTHER_ARCH] not in content
+    for digest in [list_digest, by_arch[HOST_ARCH]]:
+        stored = _content_bytes(containerd, digest)
+        assert stored == _manifest_bytes(dockyard, repo, digest), digest
+        assert "sha256:" + hashlib.sha256(stored).hexdigest() == digest
+    for digest in host_blobs:
+        assert _content_bytes(containerd, digest) == _registry_blob(dockyard, repo, digest)
+
+    path = f"/v2/{repo}"
+    requests = _containerd_requests(
+        dockyard,
+        repo,
+        [
+            ("GET", f"{path}/manifests/{list_digest}"),
+            ("GET", f"{path}/manifests/{by_arch[HOST_ARCH]}"),
+            *[("GET", f"{path}/blobs/{d}") for d in host_blobs],
+        ],
+    )
+    _assert_every_request_has_ns(requests)
+    assert {e["status"] for e in requests} == {200}, requests
+
+
+def test_cri_pull_short_name_and_organisation_repo(
+    tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
+) -> None:
+    """Pod specs say `name:v1` or `org/name:v1`; CRI normalises both to docker.io."""
+    name = _image_name()
+    layout = tmp_path / "oci"
+    build_image(layout, "v1", arch=HOST_ARCH)
+    library_digest = _skopeo_push(layout, "v1", f"{dockyard.host}/library/{name}:v1")
+    org_digest = _skopeo_push(layout, "v1", f"{dockyard.host}/someorg/{name}:v1")
+    assert library_digest == org_digest
+    config_digest, _ = _image_blobs(layout, library_digest)
+
+    _mirror_docker_io(containerd, dockyard)
+    assert cri.pull_image(containerd.socket, f"{name}:v1") == config_digest
+    assert cri.pull_image(containerd.socket, f"someorg/{name}:v1") == config_digest
+
+    refs = containerd.image_refs(namespace="k8s.io")
+    assert f"docker.io/library/{name}:v1" in refs
+    assert f"docker.io/someorg/{name}:v1" in refs
+    for repo in (f"library/{name}", f"someorg/{name}"):
+        requests = _containerd_requests(dockyard, repo, [("HEAD", f"/v2/{repo}/manifests/v1")])
+        _assert_every_request_has_ns(requests)
+        assert {e["status"] for e in requests} == {200}, requests
+
+
+def test_default_hosts_toml_mirrors_any_registry(
+    tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
+) -> None:
+    """K3s `mirrors: "*"` writes `certs.d/_default/hosts.toml`; the ns names the registry."""
+    name = _image_name()
+    layout = tmp_path / "oci"
+    build_image(layout, "v1", arch=HOST_ARCH)
+    manifest_digest = _skopeo_push(layout, "v1", f"{dockyard.host}/team/{name}:v1")
+    _mirror_docker_io(containerd, dockyard, registry="_default")
+
+    for registry in ("quay.io", "ghcr.io"):
+        ref = f"{registry}/team/{name}:v1"
+        containerd.pull(ref)
+        assert ref in containerd.image_refs()
+        assert manifest_digest in containerd.ctr("images", "ls")
+
+    requests = _containerd_requests(
+        dockyard, f"team/{name}", [("HEAD", f"/v2/team/{name}/manifests/v1")]
+    )
+    namespaces = sorted(
+        q
+        for e in requests
+        for q in str(e["path"]).partition("?")[2].split("&")
+        if q.startswith("ns=")
+    )
+    assert len(namespaces) == len(requests), requests
+    assert set(namespaces) == {"ns=quay.io", "ns=ghcr.io"}, requests
+    assert {e["status"] for e in requests} == {200}, requests

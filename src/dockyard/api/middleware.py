@@ -67,7 +67,7 @@ class AccessLogger(AbstractAccessLogger):
                     "method": request.method,
                     "path": request.path_qs,
                     "status": response.status,
-                    "bytes": response.body_length,
+                    "bytes": 0 if request.method == "HEAD" else response.content_length or 0,
                     "duration_ms": round(time * 1000, 3),
                     "remote": request.remote,
                     "user_agent": request.headers.get("User-Agent", ""),

@@ -26,6 +26,7 @@ from dockyard.oci.digest import Digest, is_digest_like
 from dockyard.oci.names import validate_tag
 from dockyard.proxy.fetcher import BlobFetcher, Download
 from dockyard.proxy.router import ProxyTarget, Router
+from dockyard.proxy.singleflight import SingleFlight
 from dockyard.proxy.upstream import UpstreamClient
 from dockyard.registry import Registry
 from dockyard.registry.blobs import BlobInfo
@@ -59,6 +60,8 @@ class PullThroughCache:
         self.router = router
         self.fetcher = BlobFetcher(registry.blobs, registry.driver)
         self._clock = clock
+        # Many nodes asking for the same new tag make one upstream request.
+        self._manifests: SingleFlight[StoredManifest] = SingleFlight()
 
     def route(self, name: str, ns: str | None) -> ProxyTarget | None:
         return self.router.route(name, ns)
@@ -81,14 +84,20 @@ class PullThroughCache:
                 return found
             except ManifestUnknownError:
                 upstream.stats.misses += 1
-            return await self._fetch_manifest(target, reference, digest)
+            return await self._manifests.do(
+                f"{target.local_name}@{digest}",
+                lambda: self._fetch_manifest(target, reference, digest),
+            )
         tag = validate_tag(reference)
         age = await manifests.tag_age(target.local_name, tag, self._clock())
         if age is not None and age < upstream.settings.tag_ttl:
             upstream.stats.hits += 1
             return await manifests.get(target.local_name, tag)
         try:
-            return await self._revalidate(target, tag, cached=age is not None)
+            return await self._manifests.do(
+                f"{target.local_name}:{tag}",
+                lambda: self._revalidate(target, tag, cached=age is not None),
+            )
         except UPSTREAM_FAILURES as exc:
             if age is None:
                 raise
@@ -187,6 +196,7 @@ class PullThroughCache:
         return self.router.upstreams
 
     async def close(self) -> None:
+        await self._manifests.close()
         await self.fetcher.close()
         for upstream in self.router.upstreams.values():
             await upstream.close()

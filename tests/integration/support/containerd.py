@@ -10,6 +10,7 @@ fall back to a real upstream.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -33,9 +34,11 @@ class Containerd:
         self.certs_d = workdir / "certs.d"
         self.config_path = workdir / "config.toml"
         self.log_path = workdir / "containerd.log"
+        self._short_socket_dir: Path | None = None
         socket_dir = workdir
         if len(str(socket_dir / "containerd.sock.ttrpc")) > _MAX_SOCKET_PATH:
-            socket_dir = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
+            self._short_socket_dir = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
+            socket_dir = self._short_socket_dir
         self.socket = socket_dir / "containerd.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -125,14 +128,15 @@ disabled_plugins = [
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the containerd we started (by PID), SIGKILL if it does not exit."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._short_socket_dir is not None:
+            shutil.rmtree(self._short_socket_dir, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
