@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dockyard import __version__
+from dockyard.cli.cache import cache
 from dockyard.cli.serve import serve
 
 
@@ -15,6 +16,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(cache)
 
 
 def main() -> None:

@@ -90,6 +90,12 @@ def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
     return PullThroughCache(registry, Router(clients, default))
 
 
+async def _flush_pulls(registry: Registry, interval: float = 10.0) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await registry.manifests.flush_pulls()
+
+
 async def run_server(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
     registry = build_registry(config)
@@ -116,17 +122,23 @@ async def run_server(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    purger = asyncio.create_task(_purge_uploads(registry, config))
+    background = [
+        asyncio.create_task(_purge_uploads(registry, config)),
+        asyncio.create_task(_flush_pulls(registry)),
+    ]
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests")
     finally:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.cleanup()
         if cache is not None:
             await cache.close()
+        await registry.manifests.flush_pulls()
         registry.close()
         log.info("stopped")
 

@@ -81,6 +81,50 @@ def catalog(conn: sqlite3.Connection, last: str, limit: int) -> list[str]:
     return [row[0] for row in rows]
 
 
+def record_pulls(conn: sqlite3.Connection, pulls: dict[str, float]) -> None:
+    conn.executemany(
+        "UPDATE repositories SET last_pull = MAX(COALESCE(last_pull, 0), ?) WHERE name = ?",
+        [(when, name) for name, when in pulls.items()],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryUsage:
+    name: str
+    manifests: int
+    tags: int
+    blob_bytes: int
+    manifest_bytes: int
+    last_pull: float | None
+
+
+def repository_usage(conn: sqlite3.Connection, prefix: str = "") -> list[RepositoryUsage]:
+    """Per repository: manifests, tags, bytes of linked blobs and manifests, last pull."""
+    rows = conn.execute(
+        "SELECT r.name, "
+        "(SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id), "
+        "(SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id), "
+        "(SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb "
+        " JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id), "
+        "(SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repo_id = r.id), "
+        "r.last_pull FROM repositories r WHERE r.name LIKE ? ESCAPE '\\' ORDER BY r.name",
+        (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+    ).fetchall()
+    return [RepositoryUsage(*row) for row in rows]
+
+
+def distinct_blob_bytes(conn: sqlite3.Connection, prefix: str) -> int:
+    """Bytes of the distinct blobs linked to repositories under a name prefix."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    row = conn.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN ("
+        "SELECT rb.digest FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id "
+        "WHERE r.name LIKE ? ESCAPE '\\')",
+        (pattern,),
+    ).fetchone()
+    return int(row[0])
+
+
 # -- blobs --------------------------------------------------------------------------------
 
 

@@ -66,6 +66,10 @@ MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL
     );
     """,
+    """
+    -- When a manifest of the repository was last pulled (flushed in batches).
+    ALTER TABLE repositories ADD COLUMN last_pull REAL
+    """,
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,6 +76,8 @@ class ManifestStore:
     def __init__(self, db: Database, max_size: int) -> None:
         self._db = db
         self.max_size = max_size
+        # Last pull per repository, kept in memory and written in batches (no write per GET).
+        self._pulls: dict[str, float] = {}
 
     async def get(self, repo: str, reference: str) -> StoredManifest:
         """A manifest by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) if absent."""
@@ -85,7 +88,19 @@ class ManifestStore:
             row = await self._db.read(q.manifest_by_tag, repo, ref)
         if row is None:
             raise ManifestUnknownError(detail={"name": repo, "reference": reference})
+        self.note_pull(repo)
         return StoredManifest(Digest.parse(row.digest), row.media_type, row.content)
+
+    def note_pull(self, repo: str) -> None:
+        """Remember that a manifest of the repository was just pulled."""
+        self._pulls[repo] = time.time()
+
+    async def flush_pulls(self) -> int:
+        """Write the pull times gathered since the last flush; returns how many repositories."""
+        pulls, self._pulls = self._pulls, {}
+        if pulls:
+            await self._db.write(q.record_pulls, pulls)
+        return len(pulls)
 
     async def put(
         self,

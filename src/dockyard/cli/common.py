@@ -1,0 +1,51 @@
+"""Options and helpers shared by commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from dockyard.config import Config, ConfigError, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(func: F) -> F:
+    """`--config` and `--root`, as `dockyard serve` takes them."""
+    func = click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Storage root (overrides storage.filesystem.rootdirectory).",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="REGISTRY_CONFIGURATION_PATH",
+        help="Distribution-style config.yml (also REGISTRY_CONFIGURATION_PATH).",
+    )(func)
+    return func
+
+
+def load_or_exit(config_path: Path | None, root: Path | None) -> Config:
+    """The config, or exit status 2 with the reason."""
+    overrides = {"storage.filesystem.rootdirectory": str(root)} if root is not None else {}
+    try:
+        loaded = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        click.echo(f"dockyard: {exc}", err=True)
+        raise SystemExit(2) from None
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return loaded.config
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
