@@ -1,0 +1,121 @@
+"""Prometheus metrics: requests, bytes, and the cache's per-upstream counters.
+
+Each application has its own CollectorRegistry (no module-level metric state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from dockyard.api.middleware import Handler
+from dockyard.api.routing import match
+from dockyard.proxy.cache import PullThroughCache
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class UpstreamCollector(Collector):
+    """Reads the cache's counters at scrape time."""
+
+    def __init__(self, cache: PullThroughCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        families = {
+            "hits": CounterMetricFamily(
+                "dockyard_cache_hits", "Requests answered from the cache", labels=["upstream"]
+            ),
+            "misses": CounterMetricFamily(
+                "dockyard_cache_misses", "Requests that went to the upstream", labels=["upstream"]
+            ),
+            "bytes_downloaded": CounterMetricFamily(
+                "dockyard_upstream_bytes", "Bytes downloaded from the upstream", labels=["upstream"]
+            ),
+            "errors": CounterMetricFamily(
+                "dockyard_upstream_errors", "Failed upstream requests", labels=["upstream"]
+            ),
+            "coalesced": CounterMetricFamily(
+                "dockyard_cache_coalesced_waiters",
+                "Requests that joined a download already in flight",
+                labels=["upstream"],
+            ),
+            "revalidations": CounterMetricFamily(
+                "dockyard_cache_tag_revalidations",
+                "Tags checked with the upstream after their freshness interval",
+                labels=["upstream"],
+            ),
+        }
+        for name, upstream in self._cache.router.upstreams.items():
+            for field, family in families.items():
+                family.add_metric([name], getattr(upstream.stats, field))
+        yield from families.values()
+
+
+class Metrics:
+    """The metric objects of one application."""
+
+    def __init__(self, cache: PullThroughCache | None) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dockyard_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dockyard_http_request_duration_seconds",
+            "Time to produce a response",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.bytes_in = Counter(
+            "dockyard_http_request_bytes", "Request body bytes received", registry=self.registry
+        )
+        self.bytes_out = Counter(
+            "dockyard_http_response_bytes", "Response body bytes sent", registry=self.registry
+        )
+        if cache is not None:
+            self.registry.register(UpstreamCollector(cache))
+
+
+METRICS: web.AppKey[Metrics] = web.AppKey("dockyard_metrics", Metrics)
+
+
+def _route_label(request: web.Request) -> str:
+    if request.path.startswith("/v2/") or request.path == "/v2":
+        route = match(request.path[4:])
+        return route.resource.value if route else "unknown"
+    return request.path if request.path in ("/healthz", "/readyz", "/metrics") else "other"
+
+
+@web.middleware
+async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = 499
+    route = _route_label(request)
+    try:
+        response = await handler(request)
+        status = response.status
+        if request.method != "HEAD" and response.content_length:
+            metrics.bytes_out.inc(response.content_length)
+        if request.content_length:
+            metrics.bytes_in.inc(request.content_length)
+        return response
+    finally:
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
+    """Prometheus text exposition."""
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
