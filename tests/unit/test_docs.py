@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args, get_origin
 
 import click
 from click.testing import CliRunner
@@ -18,8 +19,12 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
+        args = get_args(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys += _keys(annotation, f"{prefix}{name}.")
+        elif get_origin(annotation) is list and args and issubclass(args[0], BaseModel):
+            keys.append(f"{prefix}{name}")
+            keys += _keys(args[0], f"{prefix}{name}[].")
         else:
             keys.append(f"{prefix}{name}")
     return keys
