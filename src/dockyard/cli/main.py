@@ -6,6 +6,8 @@ import click
 
 from dockyard import __version__
 from dockyard.cli.cache import cache
+from dockyard.cli.k3s import k3s
+from dockyard.cli.k8s import k8s
 from dockyard.cli.serve import serve
 
 
@@ -17,6 +19,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(cache)
+cli.add_command(k3s)
+cli.add_command(k8s)
 
 
 def main() -> None:
