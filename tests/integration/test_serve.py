@@ -59,7 +59,9 @@ def test_distribution_config_starts_unchanged(
     assert client.request("DELETE", f"/v2/cfg/app/manifests/{image.digest}").status_code == 202
     assert (root / "metadata.db").exists()
     log = server.log()
-    assert "proxy" in log  # the proxy section is reported, not fatal
+    # Distribution's proxy.remoteurl becomes the default upstream of the cache.
+    assert "caching upstream" in log
+    assert "registry-1.docker.io" in log
     assert '"service": "registry"' in log  # log.fields appear on every line
 
 

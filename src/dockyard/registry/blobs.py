@@ -71,12 +71,25 @@ class LocalBlobStore:
 
         await self._db.write(link)
 
-    async def commit_staged(self, repo: str, staging_key: str, digest: Digest, size: int) -> None:
-        """Publish verified staged bytes as a blob of `repo` (fsync, rename, then the row)."""
-        await asyncio.to_thread(self._driver.commit, staging_key, blob_key(digest))
+    async def commit_staged(
+        self,
+        repo: str,
+        staging_key: str,
+        digest: Digest,
+        size: int,
+        upload_id: str | None = None,
+    ) -> None:
+        """Publish verified staged bytes as a blob of `repo`.
+
+        The bytes are synced first; the rename and the metadata row then happen inside one
+        write transaction, so garbage collection (which removes a file only while holding
+        the same write lock and seeing no row) can never delete a blob being committed.
+        """
+        await asyncio.to_thread(self._driver.sync, staging_key)
 
         def record(conn: sqlite3.Connection) -> None:
-            q.commit_blob(conn, None, q.ensure_repository(conn, repo), str(digest), size)
+            self._driver.commit(staging_key, blob_key(digest))
+            q.commit_blob(conn, upload_id, q.ensure_repository(conn, repo), str(digest), size)
 
         await self._db.write(record)
 

@@ -36,7 +36,7 @@ class Registry:
         self.db = db
         self.driver = driver
         self.blobs = LocalBlobStore(db, driver)
-        self.uploads = UploadManager(db, driver)
+        self.uploads = UploadManager(db, driver, self.blobs)
         self.manifests = ManifestStore(db, manifest_max_size)
         self.delete_enabled = delete_enabled
 

@@ -25,7 +25,8 @@ from dockyard.errors import (
 from dockyard.metadata import Database
 from dockyard.metadata import queries as q
 from dockyard.oci.digest import Digest, new_hasher
-from dockyard.registry.paths import blob_key, upload_key
+from dockyard.registry.blobs import LocalBlobStore
+from dockyard.registry.paths import upload_key
 from dockyard.storage import BlobDriver
 
 if TYPE_CHECKING:
@@ -56,10 +57,12 @@ class UploadManager:
         self,
         db: Database,
         driver: BlobDriver,
+        blobs: LocalBlobStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._driver = driver
+        self._blobs = blobs
         self._clock = clock
         self._states: dict[str, _HashState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -201,13 +204,7 @@ class UploadManager:
                     detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"},
                 )
             size = state.offset
-            await asyncio.to_thread(self._driver.commit, upload_key(row.id), blob_key(digest))
-
-            def record(conn: sqlite3.Connection) -> None:
-                repo_id = q.ensure_repository(conn, repo)
-                q.commit_blob(conn, row.id, repo_id, str(digest), size)
-
-            await self._db.write(record)
+            await self._blobs.commit_staged(repo, upload_key(row.id), digest, size, row.id)
             self._forget(row.id)
             return size
 

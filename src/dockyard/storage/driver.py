@@ -57,8 +57,11 @@ class BlobDriver(Protocol):
     def staged_size(self, key: str) -> int | None:
         """Size of a staging object, or None if absent."""
 
+    def sync(self, staging_key: str) -> None:
+        """Flush a staging object's bytes to stable storage."""
+
     def commit(self, staging_key: str, key: str) -> None:
-        """Durably and atomically move a staging object to its final key."""
+        """Atomically and durably move a synced staging object to its final key."""
 
     def delete(self, key: str) -> bool:
         """Remove a committed or staging object; False if it was absent."""

@@ -5,7 +5,7 @@ Layout under the root directory::
     blobs/sha256/ab/abcdef...      committed content, named by the registry layer's keys
     uploads/<session id>           staging files, on the same filesystem so commit is a rename
 
-Commit is fsync(file) -> rename -> fsync(directory): after a crash a key holds either
+Commit is fsync(file), then rename and fsync(directory): after a crash a key holds either
 nothing or the complete object.
 """
 
@@ -106,15 +106,21 @@ class FilesystemDriver:
         stored = self.stat(key)
         return None if stored is None else stored.size
 
-    def commit(self, staging_key: str, key: str) -> None:
-        source = self._path(staging_key)
-        target = self._path(key)
+    def sync(self, staging_key: str) -> None:
         try:
-            fd = os.open(source, os.O_RDONLY)
+            fd = os.open(self._path(staging_key), os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except OSError as exc:
+            _raise_if_full(exc)
+            raise
+
+    def commit(self, staging_key: str, key: str) -> None:
+        source = self._path(staging_key)
+        target = self._path(key)
+        try:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
             _fsync_dir(target.parent)
