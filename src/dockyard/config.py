@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_ADDR = ":5000"
 DEFAULT_ROOT = "./data"
@@ -29,7 +36,20 @@ class ConfigError(Exception):
 class _Section(BaseModel):
     # Unknown keys are kept (then reported as warnings), never fatal: Distribution's
     # config files carry sections Dockyard does not use.
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    # Distribution reads any scalar into a string field as its text (`secret: 123456`).
+    model_config = ConfigDict(
+        extra="allow", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_keys_mean_defaults(cls, value: Any) -> Any:
+        # A key whose children are all commented out (`auth:`) is empty, not an error.
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        if value is None:
+            return {}
+        return value
 
 
 class AccessLogConfig(_Section):
@@ -38,6 +58,12 @@ class AccessLogConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["debug", "info", "warn", "warning", "error", "fatal", "panic"] = "info"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
     formatter: Literal["text", "json", "logstash"] = "json"
     fields: dict[str, Any] = Field(default_factory=dict)
     accesslog: AccessLogConfig = Field(default_factory=AccessLogConfig)
@@ -70,8 +96,52 @@ class MaintenanceConfig(_Section):
     readonly: dict[str, Any] = Field(default_factory=dict)
 
 
+class GCConfig(_Section):
+    """Dockyard's online garbage collection."""
+
+    # Run on a schedule inside the server.
+    enabled: bool = False
+    interval: str = "24h"
+    # Blobs and manifests younger than this (since upload or last access) are never collected.
+    grace: str = "1h"
+    deleteuntagged: bool = False
+
+    @field_validator("interval", "grace")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class QuotaRule(_Section):
+    prefix: str
+    limit: str
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+
+class QuotaConfig(_Section):
+    """Byte limits for pushed content (cached content has its own budget)."""
+
+    total: str | None = None
+    repositories: list[QuotaRule] = Field(default_factory=list)
+
+    @field_validator("total")
+    @classmethod
+    def _total(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+
 class StorageConfig(_Section):
     filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)
+    gc: GCConfig = Field(default_factory=GCConfig)
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
     delete: DeleteConfig = Field(default_factory=DeleteConfig)
     cache: dict[str, Any] = Field(default_factory=dict)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
@@ -135,6 +205,8 @@ class UpstreamConfig(_Section):
     name: str
     url: str
     username: str | None = None
+    # A mounted Secret (e.g. kubernetes.io/basic-auth) holds the username as a file too.
+    usernamefile: str | None = None
     password: str | None = None
     # Keep secrets out of ConfigMaps: read the password from a file or an environment variable.
     passwordfile: str | None = None
@@ -152,7 +224,7 @@ class UpstreamConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _UPSTREAM_NAME.match(value):
+        if not _UPSTREAM_NAME.fullmatch(value):
             raise ValueError(
                 f"invalid upstream name {value!r}: use the registry host, e.g. docker.io"
             )
@@ -172,6 +244,30 @@ class UpstreamConfig(_Section):
         return value
 
 
+class CacheBudgetConfig(_Section):
+    """A byte budget for pulled-through content; least recently pulled images go first."""
+
+    # Bytes ("20GiB") or a share of the volume ("40%"); unset means no budget.
+    maxsize: str | None = None
+    # Eviction starts above highwatermark x maxsize and stops below lowwatermark x maxsize.
+    highwatermark: float = Field(default=0.9, gt=0, le=1)
+    lowwatermark: float = Field(default=0.8, gt=0, le=1)
+    interval: str = "1m"
+
+    @field_validator("maxsize")
+    @classmethod
+    def _maxsize(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class ProxyConfig(_Section):
     """The pull-through cache: Distribution's single `remoteurl` and Dockyard's `upstreams`."""
 
@@ -180,6 +276,7 @@ class ProxyConfig(_Section):
     password: str | None = None
     ttl: str | None = None
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    cache: CacheBudgetConfig = Field(default_factory=CacheBudgetConfig)
 
     @field_validator("ttl")
     @classmethod
@@ -253,6 +350,31 @@ def parse_duration(text: str | int | float) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
+
+
+def parse_size(text: str | int) -> int | float:
+    """Bytes: `1048576`, `500MB`, `20GiB`; or a fraction of the volume: `40%` -> 0.4."""
+    if isinstance(text, int):
+        return text
+    value = text.strip()
+    if value.endswith("%"):
+        number = float(value[:-1])
+        if not 0 < number <= 100:
+            raise ValueError(f"invalid percentage {text!r}: use 1% to 100%")
+        return number / 100
+    match = _SIZE.match(value)
+    if match is None:
+        raise ValueError(f"invalid size {text!r}: use bytes, 500MB, 20GiB or a percentage")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    if unit.endswith("ib"):
+        factor = 1024 ** ("kmgtp".index(unit[0]) + 1)
+    else:
+        factor = _SIZE_UNITS[unit.rstrip("b") if unit != "b" else "b"]
+    return int(number * factor)
+
+
 def parse_addr(addr: str) -> tuple[str, int]:
     """`:5000` -> ("0.0.0.0", 5000); `127.0.0.1:80`; `[::1]:5000`."""
     host, sep, port_text = addr.rpartition(":")
@@ -274,7 +396,11 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
                 child = {}
                 node[part] = child
             node = child
-        node[path[-1]] = yaml.safe_load(value) if value else value
+        try:
+            node[path[-1]] = yaml.safe_load(value) if value else value
+        except yaml.YAMLError:
+            # Not YAML (`@secret`, `[x`): Distribution takes such values as plain text.
+            node[path[-1]] = value
 
 
 def _unknown_keys(model: BaseModel, prefix: str = "") -> list[str]:
@@ -327,7 +453,12 @@ def load_config(
         node = raw
         *parents, last = dotted.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.get(part)
+            if not isinstance(child, dict):
+                if child is not None:
+                    raise ConfigError(f"{part}: must be a mapping to set {dotted}")
+                child = node[part] = {}
+            node = child
         node[last] = value
     storage = raw.get("storage")
     if isinstance(storage, dict):

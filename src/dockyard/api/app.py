@@ -6,12 +6,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from dockyard.api import base, blobs, discovery, manifests, uploads
+from dockyard.api import base, blobs, discovery, manifests, uploads, usage
 from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
 from dockyard.api.metrics import METRICS, Metrics, measure, metrics_endpoint
 from dockyard.api.middleware import errors, standard_headers
 from dockyard.api.routing import Resource, Route, match
 from dockyard.errors import MethodNotAllowedError, NotFoundError
+from dockyard.ops.maintenance import Maintenance
 from dockyard.proxy.cache import PullThroughCache
 from dockyard.registry import Registry
 
@@ -66,18 +67,21 @@ def create_app(
     registry: Registry,
     settings: ApiSettings | None = None,
     cache: PullThroughCache | None = None,
+    maintenance: Maintenance | None = None,
 ) -> web.Application:
     """The HTTP application over a registry (and the pull-through cache, if configured)."""
     app = web.Application(
         middlewares=[measure, standard_headers, errors], client_max_size=4 * 1024**2
     )
-    app[CONTEXT] = ApiContext(registry, settings or ApiSettings(), cache)
-    app[METRICS] = Metrics(cache)
+    context = ApiContext(registry, settings or ApiSettings(), cache, maintenance)
+    app[CONTEXT] = context
+    app[METRICS] = Metrics(context)
     app.router.add_route("*", "/v2", dispatch_base)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     app.router.add_get("/healthz", base.healthz)
     app.router.add_get("/readyz", base.readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/dockyard/api/v1/usage", usage.usage_endpoint)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 

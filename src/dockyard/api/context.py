@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
+from dockyard.ops.maintenance import Maintenance
 from dockyard.proxy.cache import PullThroughCache
 from dockyard.registry import Registry
 
@@ -17,6 +19,8 @@ class ApiSettings:
     extra_headers: tuple[tuple[str, str], ...] = ()
     catalog_max_entries: int = 1000
     tags_max_entries: int = 10000
+    root: Path = Path("data")
+    cached_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class ApiContext:
     registry: Registry
     settings: ApiSettings
     cache: PullThroughCache | None = None
+    maintenance: Maintenance | None = None
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("dockyard_context", ApiContext)

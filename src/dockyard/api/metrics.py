@@ -13,8 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dockyard.api.context import ApiContext
 from dockyard.api.middleware import Handler
 from dockyard.api.routing import match
+from dockyard.metadata import ops_queries as oq
 from dockyard.proxy.cache import PullThroughCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,10 +59,52 @@ class UpstreamCollector(Collector):
         yield from families.values()
 
 
+class StorageCollector(Collector):
+    """Store totals and the operations' counters, read at scrape time."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        ctx = self._ctx
+        db = ctx.registry.db
+        count, cached, total = db.read_sync(oq.store_totals, list(ctx.settings.cached_prefixes))
+        stored = GaugeMetricFamily(
+            "dockyard_storage_bytes", "Bytes of blobs in the store", labels=["kind"]
+        )
+        stored.add_metric(["pushed"], total - cached)
+        stored.add_metric(["cached"], cached)
+        yield stored
+        yield GaugeMetricFamily("dockyard_blobs", "Blobs in the store", value=count)
+        repositories = db.read_sync(oq.repository_count)
+        yield GaugeMetricFamily("dockyard_repositories", "Repositories", value=repositories)
+        maintenance = ctx.maintenance
+        if maintenance is not None:
+            yield CounterMetricFamily(
+                "dockyard_gc_runs", "Scheduled garbage collections", value=maintenance.gc_stats.runs
+            )
+            yield CounterMetricFamily(
+                "dockyard_gc_freed_bytes",
+                "Bytes freed by scheduled garbage collection",
+                value=maintenance.gc_stats.bytes_freed,
+            )
+            if maintenance.evictor is not None:
+                stats = maintenance.evictor.stats
+                yield CounterMetricFamily(
+                    "dockyard_cache_evictions", "Cached images evicted", value=stats.images
+                )
+                yield CounterMetricFamily(
+                    "dockyard_cache_evicted_bytes",
+                    "Bytes freed by eviction",
+                    value=stats.bytes_freed,
+                )
+
+
 class Metrics:
     """The metric objects of one application."""
 
-    def __init__(self, cache: PullThroughCache | None) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
+        cache = ctx.cache
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "dockyard_http_requests",
@@ -83,6 +127,7 @@ class Metrics:
         )
         if cache is not None:
             self.registry.register(UpstreamCollector(cache))
+        self.registry.register(StorageCollector(ctx))
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("dockyard_metrics", Metrics)

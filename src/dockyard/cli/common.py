@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 import click
 
 from dockyard.config import Config, ConfigError, load_config
+from dockyard.metadata import Database
+from dockyard.proxy.upstream import upstreams_from_config
+from dockyard.storage import FilesystemDriver
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,3 +52,17 @@ def human_bytes(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def open_store(config: Config) -> tuple[Database, FilesystemDriver]:
+    """The metadata database and blob driver of a configured root (for offline commands)."""
+    root = config.root
+    if not (root / "metadata.db").exists():
+        raise click.ClickException(f"no Dockyard store at {root} (metadata.db not found)")
+    return Database(root / "metadata.db"), FilesystemDriver(root)
+
+
+def cached_prefixes(config: Config) -> list[str]:
+    """Repository-name prefixes under which the cache keeps pulled-through content."""
+    upstreams, _default = upstreams_from_config(config.proxy)
+    return [f"{u.name}/" for u in upstreams]

@@ -9,6 +9,7 @@ from dockyard.cli.cache import cache
 from dockyard.cli.k3s import k3s
 from dockyard.cli.k8s import k8s
 from dockyard.cli.serve import serve
+from dockyard.cli.storage import df, du, gc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +22,9 @@ cli.add_command(serve)
 cli.add_command(cache)
 cli.add_command(k3s)
 cli.add_command(k8s)
+cli.add_command(df)
+cli.add_command(du)
+cli.add_command(gc)
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import ssl
@@ -16,9 +15,21 @@ from aiohttp import web
 from dockyard.api import create_app
 from dockyard.api.context import ApiSettings
 from dockyard.api.middleware import AccessLogger
+from dockyard.cli.common import cached_prefixes
 from dockyard.cli.logs import configure_logging
-from dockyard.config import Config, ConfigError, load_config, parse_addr, parse_duration
+from dockyard.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_addr,
+    parse_duration,
+    parse_size,
+)
 from dockyard.metadata import Database
+from dockyard.ops.eviction import Budget, CacheEvictor
+from dockyard.ops.gc import GarbageCollector, GCOptions
+from dockyard.ops.maintenance import Maintenance, Schedule
+from dockyard.ops.quota import QuotaEnforcer, QuotaRule
 from dockyard.proxy.cache import PullThroughCache
 from dockyard.proxy.router import Router
 from dockyard.proxy.upstream import UpstreamClient, upstreams_from_config
@@ -33,19 +44,66 @@ def build_registry(config: Config) -> Registry:
     root = config.root
     driver = FilesystemDriver(root)
     db = Database(root / "metadata.db")
+    quota = config.storage.quota
+    rules = [QuotaRule(r.prefix, parse_size(r.limit)) for r in quota.repositories]
+    if quota.total is not None:
+        rules.append(QuotaRule("", parse_size(quota.total)))
+    enforcer = QuotaEnforcer(db, root, rules, cached_prefixes(config)) if rules else None
     return Registry(
         db,
         driver,
         manifest_max_size=config.validation.manifests.maxsize,
         delete_enabled=config.storage.delete.enabled,
+        quota=enforcer,
     )
 
 
-def api_settings(config: Config) -> ApiSettings:
+def build_maintenance(config: Config, registry: Registry) -> Maintenance:
+    """The periodic jobs the config asks for."""
+    gc = config.storage.gc
+    purging = config.storage.maintenance.uploadpurging
+    budget = config.proxy.cache
+    upstreams, _default = upstreams_from_config(config.proxy)
+    max_ages = {f"{u.name}/": u.max_age for u in upstreams}
+    evictor = None
+    if upstreams and (budget.maxsize is not None or any(max_ages.values())):
+        evictor = CacheEvictor(
+            registry.db,
+            registry.driver,
+            config.root,
+            cached_prefixes(config),
+            Budget(
+                parse_size(budget.maxsize) if budget.maxsize else None,
+                budget.highwatermark,
+                budget.lowwatermark,
+            ),
+            max_ages,
+        )
+    schedule = Schedule(
+        upload_max_age=parse_duration(purging.age) if purging.enabled else None,
+        upload_interval=parse_duration(purging.interval),
+        gc_interval=parse_duration(gc.interval) if gc.enabled else None,
+        gc_options=GCOptions(
+            delete_untagged=gc.deleteuntagged,
+            grace=parse_duration(gc.grace),
+            upload_max_age=parse_duration(purging.age),
+        ),
+        eviction_interval=parse_duration(budget.interval) if evictor else None,
+    )
+    collector = GarbageCollector(registry.db, registry.driver) if gc.enabled else None
+    return Maintenance(registry, schedule, collector, evictor)
+
+
+def api_settings(config: Config, cached: list[str]) -> ApiSettings:
     headers = tuple(
         (name, value) for name, values in config.http.headers.items() for value in values
     )
-    return ApiSettings(extra_headers=headers, catalog_max_entries=config.catalog.maxentries)
+    return ApiSettings(
+        extra_headers=headers,
+        catalog_max_entries=config.catalog.maxentries,
+        root=config.root,
+        cached_prefixes=tuple(cached),
+    )
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -55,19 +113,6 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls.certificate, tls.key)
     return context
-
-
-async def _purge_uploads(registry: Registry, config: Config) -> None:
-    purging = config.storage.maintenance.uploadpurging
-    if not purging.enabled:
-        return
-    age = parse_duration(purging.age)
-    interval = parse_duration(purging.interval)
-    while True:
-        removed = await registry.uploads.purge(age)
-        if removed:
-            log.info("purged stale upload sessions", extra={"fields": {"removed": removed}})
-        await asyncio.sleep(interval)
 
 
 def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
@@ -90,17 +135,12 @@ def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
     return PullThroughCache(registry, Router(clients, default))
 
 
-async def _flush_pulls(registry: Registry, interval: float = 10.0) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        await registry.manifests.flush_pulls()
-
-
 async def run_server(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
     registry = build_registry(config)
     cache = build_cache(config, registry)
-    app = create_app(registry, api_settings(config), cache)
+    maintenance = build_maintenance(config, registry)
+    app = create_app(registry, api_settings(config, cached_prefixes(config)), cache, maintenance)
     host, port = parse_addr(config.http.addr)
     runner = web.AppRunner(
         app,
@@ -122,23 +162,15 @@ async def run_server(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    background = [
-        asyncio.create_task(_purge_uploads(registry, config)),
-        asyncio.create_task(_flush_pulls(registry)),
-    ]
+    maintenance.start()
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests")
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await runner.cleanup()
+        await maintenance.stop()
         if cache is not None:
             await cache.close()
-        await registry.manifests.flush_pulls()
         registry.close()
         log.info("stopped")
 

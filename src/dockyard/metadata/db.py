@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
+from dockyard.errors import StorageFullError
 from dockyard.metadata.schema import migrate
 
 T = TypeVar("T")
@@ -59,13 +60,21 @@ class Database:
     ) -> T:
         """Run a function inside one write transaction on the calling thread."""
         conn = self._writer_conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(conn, *args, **kw)
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args, **kw)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise StorageFullError(
+                    "registry storage is full: the metadata database cannot grow"
+                ) from exc
             raise
-        conn.execute("COMMIT")
         return result
 
     async def write(

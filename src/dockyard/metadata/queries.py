@@ -81,10 +81,16 @@ def catalog(conn: sqlite3.Connection, last: str, limit: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def record_pulls(conn: sqlite3.Connection, pulls: dict[str, float]) -> None:
+def record_pulls(conn: sqlite3.Connection, pulls: dict[tuple[str, str], float]) -> None:
+    """Last-pull times of manifests and their repositories."""
     conn.executemany(
         "UPDATE repositories SET last_pull = MAX(COALESCE(last_pull, 0), ?) WHERE name = ?",
-        [(when, name) for name, when in pulls.items()],
+        [(when, repo) for (repo, _digest), when in pulls.items()],
+    )
+    conn.executemany(
+        "UPDATE manifests SET last_access = MAX(COALESCE(last_access, 0), ?) "
+        "WHERE digest = ? AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        [(when, digest, repo) for (repo, digest), when in pulls.items()],
     )
 
 

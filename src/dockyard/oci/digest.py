@@ -28,7 +28,7 @@ class Digest:
     @classmethod
     def parse(cls, value: str) -> Digest:
         """Parse `sha256:<64 hex>` or `sha512:<128 hex>`; DigestInvalidError otherwise."""
-        if len(value) > 256 or not _GRAMMAR.match(value):
+        if len(value) > 256 or not _GRAMMAR.fullmatch(value):
             raise DigestInvalidError("invalid digest", detail={"digest": value[:300]})
         algorithm, _, encoded = value.partition(":")
         length = ALGORITHMS.get(algorithm)
@@ -36,7 +36,7 @@ class Digest:
             raise DigestInvalidError(
                 f"unsupported digest algorithm {algorithm!r}", detail={"digest": value}
             )
-        if len(encoded) != length or not _HEX.match(encoded):
+        if len(encoded) != length or not _HEX.fullmatch(encoded):
             raise DigestInvalidError(
                 f"invalid {algorithm} digest: expected {length} lowercase hex characters",
                 detail={"digest": value},

@@ -134,7 +134,7 @@ def parse_manifest(data: bytes, content_type: str | None) -> Manifest:
     """Parse and check a pushed manifest; ManifestInvalidError with the reason otherwise."""
     try:
         document = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise _invalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object")

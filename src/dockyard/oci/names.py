@@ -16,7 +16,7 @@ MAX_NAME_LENGTH = 255
 
 def validate_name(name: str) -> str:
     """Return the name if it follows the spec's grammar; NameInvalidError otherwise."""
-    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
         raise NameInvalidError(
             "invalid repository name: components must match "
             "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)* separated by '/'",
@@ -27,7 +27,7 @@ def validate_name(name: str) -> str:
 
 def is_valid_tag(tag: str) -> bool:
     """True for a tag matching [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}."""
-    return bool(_TAG.match(tag))
+    return bool(_TAG.fullmatch(tag))
 
 
 def validate_tag(tag: str) -> str:

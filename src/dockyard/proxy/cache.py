@@ -151,7 +151,7 @@ class PullThroughCache:
             content,
             check_references=False,
         )
-        self.registry.manifests.note_pull(target.local_name)
+        self.registry.manifests.note_pull(target.local_name, str(actual))
         return StoredManifest(actual, fetched.media_type, content)
 
     async def blob(self, target: ProxyTarget, digest: Digest, name: str) -> LocalBlob | Download:

@@ -53,6 +53,9 @@ class UpstreamSettings:
 
     @classmethod
     def from_config(cls, cfg: UpstreamConfig) -> UpstreamSettings:
+        username = cfg.username
+        if cfg.usernamefile:
+            username = Path(cfg.usernamefile).read_text().strip()
         password = cfg.password
         if cfg.passwordfile:
             password = Path(cfg.passwordfile).read_text().strip()
@@ -61,7 +64,7 @@ class UpstreamSettings:
         return cls(
             name=cfg.name,
             url=cfg.url,
-            username=cfg.username,
+            username=username,
             password=password,
             cafile=cfg.cafile,
             insecure=cfg.insecure,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from dockyard.errors import BlobUnknownError
 from dockyard.metadata import Database
+from dockyard.metadata import ops_queries as oq
 from dockyard.metadata import queries as q
 from dockyard.oci.digest import Digest
 from dockyard.registry.paths import blob_key
@@ -27,12 +29,26 @@ class LocalBlobStore:
     def __init__(self, db: Database, driver: BlobDriver) -> None:
         self._db = db
         self._driver = driver
+        # When blobs were last asked for, written in batches: the collector's grace period
+        # counts from the last time a client looked at a blob, not only from its upload.
+        self._accessed: dict[str, float] = {}
+
+    def note_access(self, digest: Digest) -> None:
+        self._accessed[str(digest)] = time.time()
+
+    async def flush_access(self) -> int:
+        """Write the access times gathered since the last flush."""
+        accessed, self._accessed = self._accessed, {}
+        if accessed:
+            await self._db.write(oq.touch_blobs, accessed)
+        return len(accessed)
 
     async def stat(self, repo: str, digest: Digest) -> BlobInfo:
         """Size of a blob visible in the repository; BlobUnknownError otherwise."""
         size = await self._db.read(q.linked_blob_size, repo, str(digest))
         if size is None:
             raise BlobUnknownError(detail={"digest": str(digest)})
+        self.note_access(digest)
         return BlobInfo(digest, size)
 
     async def open(self, repo: str, digest: Digest) -> tuple[BlobInfo, BinaryIO]:
@@ -52,6 +68,7 @@ class LocalBlobStore:
         size = await self._db.read(q.linked_blob_size, source, str(digest))
         if size is None:
             return None
+        self.note_access(digest)
 
         def link(conn: sqlite3.Connection) -> None:
             q.link_blob(conn, q.ensure_repository(conn, repo), str(digest))

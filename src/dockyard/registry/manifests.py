@@ -77,7 +77,7 @@ class ManifestStore:
         self._db = db
         self.max_size = max_size
         # Last pull per repository, kept in memory and written in batches (no write per GET).
-        self._pulls: dict[str, float] = {}
+        self._pulls: dict[tuple[str, str], float] = {}
 
     async def get(self, repo: str, reference: str) -> StoredManifest:
         """A manifest by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) if absent."""
@@ -88,12 +88,12 @@ class ManifestStore:
             row = await self._db.read(q.manifest_by_tag, repo, ref)
         if row is None:
             raise ManifestUnknownError(detail={"name": repo, "reference": reference})
-        self.note_pull(repo)
+        self.note_pull(repo, row.digest)
         return StoredManifest(Digest.parse(row.digest), row.media_type, row.content)
 
-    def note_pull(self, repo: str) -> None:
-        """Remember that a manifest of the repository was just pulled."""
-        self._pulls[repo] = time.time()
+    def note_pull(self, repo: str, digest: str) -> None:
+        """Remember that a manifest was just pulled (for last-pull and eviction order)."""
+        self._pulls[(repo, digest)] = time.time()
 
     async def flush_pulls(self) -> int:
         """Write the pull times gathered since the last flush; returns how many repositories."""

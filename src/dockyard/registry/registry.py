@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dockyard.metadata import Database
 from dockyard.registry.blobs import LocalBlobStore
 from dockyard.registry.manifests import ManifestStore
-from dockyard.registry.uploads import UploadManager
+from dockyard.registry.uploads import QuotaPolicy, UploadManager
 from dockyard.storage import BlobDriver
 
 
@@ -16,6 +16,7 @@ from dockyard.storage import BlobDriver
 class Readiness:
     storage_writable: bool
     database_open: bool
+    free_bytes: int
 
     @property
     def ready(self) -> bool:
@@ -32,18 +33,20 @@ class Registry:
         *,
         manifest_max_size: int,
         delete_enabled: bool,
+        quota: QuotaPolicy | None = None,
     ) -> None:
         self.db = db
         self.driver = driver
         self.blobs = LocalBlobStore(db, driver)
-        self.uploads = UploadManager(db, driver, self.blobs)
+        self.uploads = UploadManager(db, driver, self.blobs, quota)
         self.manifests = ManifestStore(db, manifest_max_size)
         self.delete_enabled = delete_enabled
 
     async def readiness(self) -> Readiness:
         """Whether storage takes writes and the database answers."""
         writable = await asyncio.to_thread(self.driver.writable)
-        return Readiness(writable, self.db.ping())
+        free = await asyncio.to_thread(self.driver.free_bytes)
+        return Readiness(writable and free > 0, self.db.ping(), free)
 
     def close(self) -> None:
         """Close the metadata database (after in-flight writes finish)."""

@@ -13,12 +13,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dockyard.errors import (
     BlobUploadUnknownError,
     DigestInvalidError,
     RangeNotSatisfiableError,
+    RegistryError,
     SizeInvalidError,
     StorageFullError,
 )
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
 # Bytes gathered from the socket before one write+hash step in a worker thread.
 WRITE_BATCH = 1 << 20
 REHASH_CHUNK = 1 << 20
+
+
+class QuotaPolicy(Protocol):
+    async def check(self, repo: str, incoming: int) -> None:
+        """Raise DENIED if storing `incoming` more bytes in `repo` breaks a quota."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +64,13 @@ class UploadManager:
         db: Database,
         driver: BlobDriver,
         blobs: LocalBlobStore,
+        quota: QuotaPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._driver = driver
         self._blobs = blobs
+        self._quota = quota
         self._clock = clock
         self._states: dict[str, _HashState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -204,6 +212,12 @@ class UploadManager:
                     detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"},
                 )
             size = state.offset
+            if self._quota is not None and self._blobs.exists_anywhere(digest) is None:
+                try:
+                    await self._quota.check(repo, size)
+                except RegistryError:
+                    await self._discard(row.id)
+                    raise
             await self._blobs.commit_staged(repo, upload_key(row.id), digest, size, row.id)
             self._forget(row.id)
             return size

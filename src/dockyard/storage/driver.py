@@ -71,3 +71,6 @@ class BlobDriver(Protocol):
 
     def writable(self) -> bool:
         """Whether new objects can be written right now."""
+
+    def free_bytes(self) -> int:
+        """Space left for new objects."""

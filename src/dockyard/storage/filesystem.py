@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -80,7 +81,9 @@ class FilesystemDriver:
     def stat(self, key: str) -> StoredObject | None:
         try:
             st = self._path(key).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
             return None
         return StoredObject(key, st.st_size, st.st_mtime)
 
@@ -131,7 +134,7 @@ class FilesystemDriver:
     def delete(self, key: str) -> bool:
         try:
             self._path(key).unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
         return True
 
@@ -147,6 +150,10 @@ class FilesystemDriver:
                 except FileNotFoundError:
                     continue
                 yield StoredObject(path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
 
     def writable(self) -> bool:
         probe = self.root / ".write-probe"

@@ -1,0 +1,1 @@
+"""Storage operations: usage, garbage collection, cache eviction, quotas."""
