@@ -233,8 +233,9 @@ class UploadManager:
 
     async def _discard(self, upload_id: str) -> None:
         self._forget(upload_id)
-        await self._db.write(q.delete_upload, upload_id)
+        # Bytes first: on a full disk, removing them is what makes room for the row update.
         await asyncio.to_thread(self._driver.delete, upload_key(upload_id))
+        await self._db.write(q.delete_upload, upload_id)
 
     async def purge(self, max_age: float) -> int:
         """Remove sessions untouched for `max_age` seconds; returns how many."""

@@ -36,7 +36,8 @@ class RegistryClient:
         self.http = requests.Session()
 
     def url(self, path: str) -> str:
-        return self.base + path
+        # Locations may be absolute (Distribution) or relative (Dockyard).
+        return path if path.startswith(("http://", "https://")) else self.base + path
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 30)
@@ -44,10 +45,13 @@ class RegistryClient:
         return self.http.request(method, self.url(path), **kwargs)
 
     def push_blob(self, repo: str, data: bytes) -> str:
+        """POST then PUT: the upload every registry supports (Distribution included)."""
         digest = sha256(data)
+        r = self.request("POST", f"/v2/{repo}/blobs/uploads/")
+        assert r.status_code == 202, r.text
         r = self.request(
-            "POST",
-            f"/v2/{repo}/blobs/uploads/",
+            "PUT",
+            r.headers["Location"],
             params={"digest": digest},
             data=data,
             headers={"Content-Type": "application/octet-stream"},
