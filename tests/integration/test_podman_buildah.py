@@ -297,6 +297,43 @@ def test_podman_push_pulled_image_to_another_repository(
     assert tags["Tags"] == ["v1"]
 
 
+def test_podman_search(dockyard: DockyardServer, tmp_path: Path, runroots: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64")
+    for repo, tag in (("lib/alpha", "v1"), ("lib/alpha", "v2"), ("lib/beta", "v1")):
+        skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{src}:v1",
+            f"docker://{dockyard.host}/{repo}:{tag}",
+        )
+
+    podman = Store("podman", tmp_path / "podman", runroots)
+    # podman search falls back from /v1/search to /v2/_catalog.
+    found = json.loads(
+        podman("search", "--tls-verify=false", "--format", "json", f"{dockyard.host}/")
+    )
+    assert sorted(entry["Name"] for entry in found) == [
+        f"{dockyard.host}/lib/alpha",
+        f"{dockyard.host}/lib/beta",
+    ]
+    found = json.loads(
+        podman("search", "--tls-verify=false", "--format", "json", f"{dockyard.host}/beta")
+    )
+    assert [entry["Name"] for entry in found] == [f"{dockyard.host}/lib/beta"]
+    listed = json.loads(
+        podman(
+            "search",
+            "--tls-verify=false",
+            "--list-tags",
+            "--format",
+            "json",
+            f"{dockyard.host}/lib/alpha",
+        )
+    )
+    assert [sorted(entry["Tags"]) for entry in listed] == [["v1", "v2"]]
+
+
 # --- buildah -------------------------------------------------------------------------
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,28 @@ def skopeo_debug(*args: str | Path) -> str:
             f"{result.stderr}"
         )
     return result.stderr
+
+
+def skopeo_parallel(commands: list[list[str]]) -> None:
+    """Run several skopeo commands at once; all must succeed."""
+    procs = [
+        subprocess.Popen(
+            ["skopeo", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for cmd in commands
+    ]
+    failures = []
+    try:
+        for cmd, proc in zip(commands, procs, strict=True):
+            _, err = proc.communicate(timeout=TIMEOUT)
+            if proc.returncode != 0:
+                failures.append(f"skopeo {' '.join(cmd)} ({proc.returncode}):\n{err}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not failures, "\n".join(failures)
 
 
 def sha256(data: bytes) -> str:
@@ -377,3 +401,217 @@ def test_copy_to_second_repository_mounts_blobs(dockyard: DockyardServer, tmp_pa
     again = tmp_path / "again"
     skopeo("copy", "--src-tls-verify=false", f"{second}:v1", f"oci:{again}:v1")
     assert_same_image(src, "v1", again, "v1")
+
+    # Registry to registry: skopeo reads from the second repository and mounts into a third.
+    third = f"docker://{dockyard.host}/third/app"
+    log = skopeo_debug(
+        "copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"{second}:v1", f"{third}:v1"
+    )
+    assert log.count("... mount OK") == len(layers), log
+    third_back = tmp_path / "third"
+    skopeo("copy", "--src-tls-verify=false", f"{third}:v1", f"oci:{third_back}:v1")
+    assert_same_image(src, "v1", third_back, "v1")
+
+
+def test_pushing_a_tag_again_moves_it(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "old", "amd64", {"hello.txt": "old\n"})
+    build_image(src, "new", "amd64", {"hello.txt": "new\n"})
+    old, new = layout_digest(src, "old"), layout_digest(src, "new")
+    ref = f"docker://{dockyard.host}/moving/app"
+
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:old", f"{ref}:latest")
+    assert inspect(f"{ref}:latest")["Digest"] == old
+    # The same image again: nothing changes.
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:old", f"{ref}:latest")
+    assert inspect(f"{ref}:latest")["Digest"] == old
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:new", f"{ref}:latest")
+    assert inspect(f"{ref}:latest")["Digest"] == new
+    assert list_tags(ref) == ["latest"]
+
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:latest", f"oci:{back}:latest")
+    assert_same_image(src, "new", back, "latest")
+    # The untagged image is still there by digest.
+    skopeo("copy", "--src-tls-verify=false", f"{ref}@{old}", f"oci:{back}:old")
+    assert_same_image(src, "old", back, "old")
+
+
+def test_docker_manifest_list(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "amd64", "amd64", {"hello.txt": "docker amd64\n"})
+    build_image(src, "arm64", "arm64", {"hello.txt": "docker arm64\n"})
+    add_index(src, "multi", {"amd64": "amd64", "arm64": "arm64"})
+    repo = "legacy/list"
+    ref = f"docker://{dockyard.host}/{repo}"
+
+    # --format v2s2 with --all turns the OCI index into a Docker manifest list.
+    skopeo(
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        f"oci:{src}:multi",
+        f"{ref}:v1",
+    )
+
+    raw = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}:v1")
+    manifest_list = json.loads(raw)
+    assert manifest_list["mediaType"] == DOCKER_LIST
+    assert_manifest_served(dockyard, repo, "v1", raw, DOCKER_LIST)
+    assert_manifest_served(dockyard, repo, sha256(raw), raw, DOCKER_LIST)
+    children = {m["platform"]["architecture"]: m for m in manifest_list["manifests"]}
+    assert sorted(children) == ["amd64", "arm64"]
+
+    for arch, desc in children.items():
+        assert desc["mediaType"] == DOCKER_MANIFEST
+        child_raw = skopeo_bytes(
+            "inspect", "--raw", "--tls-verify=false", f"{ref}@{desc['digest']}"
+        )
+        assert sha256(child_raw) == desc["digest"]
+        assert len(child_raw) == desc["size"]
+        assert_manifest_served(dockyard, repo, desc["digest"], child_raw, DOCKER_MANIFEST)
+
+        back = tmp_path / f"back-{arch}"
+        skopeo(
+            "--override-arch", arch, "copy", "--src-tls-verify=false", f"{ref}:v1", f"dir:{back}"
+        )
+        assert (back / "manifest.json").read_bytes() == child_raw
+        child = json.loads(child_raw)
+        oci_child = layout_json(src, layout_digest(src, arch))
+        assert [d["digest"] for d in child["layers"]] == [d["digest"] for d in oci_child["layers"]]
+        for d in child["layers"]:
+            blob_bytes = (back / d["digest"].split(":", 1)[1]).read_bytes()
+            assert blob_bytes == layout_blob(src, d["digest"])
+
+
+def test_large_layer(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    # Random hex does not compress much: a layer of several MiB, streamed by skopeo's
+    # single chunked PATCH.
+    build_image(src, "big", "amd64", {"big.txt": os.urandom(4 * 1024 * 1024).hex()})
+    digest = layout_digest(src, "big")
+    layer = layout_json(src, digest)["layers"][0]
+    assert layer["size"] > 4 * 1024 * 1024
+    ref = f"docker://{dockyard.host}/big/image"
+
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:big", f"{ref}:v1")
+    status, headers, body = request(dockyard, "HEAD", f"/v2/big/image/blobs/{layer['digest']}")
+    assert status == 200
+    assert body == b""
+    assert int(headers["Content-Length"]) == layer["size"]
+    assert headers["Docker-Content-Digest"] == layer["digest"]
+
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:v1", f"oci:{back}:v1")
+    assert_same_image(src, "big", back, "v1")
+
+
+def test_zstd_layers(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64", {"hello.txt": "zstd compressed\n"})
+    ref = f"docker://{dockyard.host}/zstd/image"
+
+    skopeo(
+        "copy",
+        "--dest-compress",
+        "--dest-compress-format",
+        "zstd",
+        "--dest-tls-verify=false",
+        f"oci:{src}:v1",
+        f"{ref}:v1",
+    )
+    raw = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}:v1")
+    manifest = json.loads(raw)
+    assert [d["mediaType"] for d in manifest["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    ]
+    assert_manifest_served(
+        dockyard, repo="zstd/image", reference="v1", body=raw, media_type=OCI_MANIFEST
+    )
+
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:v1", f"oci:{back}:v1")
+    assert layout_digest(back, "v1") == sha256(raw)
+    for d in [manifest["config"], *manifest["layers"]]:
+        data = layout_blob(back, d["digest"])
+        assert sha256(data) == d["digest"]
+        assert len(data) == d["size"]
+    assert layout_blob(back, manifest["layers"][0]["digest"])[:4] == b"\x28\xb5\x2f\xfd"
+
+
+def test_concurrent_copies(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    tags = [f"t{i}" for i in range(5)]
+    for tag in tags:
+        build_image(src, tag, "amd64", {"data.txt": os.urandom(256 * 1024).hex()})
+    same = f"docker://{dockyard.host}/race/same"
+    different = f"docker://{dockyard.host}/race/different"
+
+    # The same blobs uploaded by five clients at once, and five different images at once.
+    skopeo_parallel(
+        [
+            ["copy", "-q", "--dest-tls-verify=false", f"oci:{src}:t0", f"{same}:{tag}"]
+            for tag in tags
+        ]
+        + [
+            ["copy", "-q", "--dest-tls-verify=false", f"oci:{src}:{tag}", f"{different}:{tag}"]
+            for tag in tags
+        ]
+    )
+    assert list_tags(same) == tags
+    assert list_tags(different) == tags
+
+    back = tmp_path / "back"
+    skopeo_parallel(
+        [
+            [
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                f"{ref}:{tag}",
+                f"oci:{back}-{name}-{tag}:{tag}",
+            ]
+            for name, ref in (("same", same), ("different", different))
+            for tag in tags
+        ]
+    )
+    for tag in tags:
+        assert_same_image(src, "t0", Path(f"{back}-same-{tag}"), tag)
+        assert_same_image(src, tag, Path(f"{back}-different-{tag}"), tag)
+
+
+def test_images_survive_restart(dockyard: DockyardServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64")
+    build_image(src, "arm64", "arm64")
+    add_index(src, "multi", {"amd64": "v1", "arm64": "arm64"})
+    ref = f"docker://{dockyard.host}/durable/app"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:v1", f"{ref}:v1")
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{src}:multi", f"{ref}:multi")
+
+    dockyard.restart()
+
+    assert list_tags(ref) == ["multi", "v1"]
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"{ref}:v1", f"oci:{back}:v1")
+    assert_same_image(src, "v1", back, "v1")
+    skopeo("copy", "--all", "--src-tls-verify=false", f"{ref}:multi", f"oci:{back}:multi")
+    assert_same_image(src, "multi", back, "multi")
+
+
+def test_delete_refused_when_deletes_disabled(
+    dockyard_factory: Callable[..., DockyardServer], tmp_path: Path
+) -> None:
+    server = dockyard_factory("no-deletes")  # storage.delete.enabled defaults to false
+    src = tmp_path / "src"
+    build_image(src, "v1", "amd64")
+    digest = layout_digest(src, "v1")
+    ref = f"docker://{server.host}/keep/app"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:v1", f"{ref}:v1")
+
+    err = skopeo_fails("delete", "--tls-verify=false", f"{ref}:v1")
+    assert "405" in err and "UNSUPPORTED" in err, err
+    assert inspect(f"{ref}:v1")["Digest"] == digest
+    assert list_tags(ref) == ["v1"]
