@@ -43,6 +43,19 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db")
         self._closed = False
 
+    def snapshot(self) -> Database:
+        """A private in-memory copy: dry runs apply the real algorithm to it."""
+        memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._writer_conn.backup(memory)
+        memory.execute("PRAGMA foreign_keys=ON")
+        copy = Database.__new__(Database)
+        copy.path = self.path
+        copy._writer_conn = memory
+        copy._reader_conn = memory
+        copy._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db-copy")
+        copy._closed = False
+        return copy
+
     def read_sync(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
@@ -99,4 +112,5 @@ class Database:
         self._closed = True
         self._executor.shutdown(wait=True)
         self._reader_conn.close()
-        self._writer_conn.close()
+        if self._writer_conn is not self._reader_conn:
+            self._writer_conn.close()

@@ -108,6 +108,37 @@ def touch_blobs(conn: sqlite3.Connection, accesses: dict[str, float]) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    repository: str
+    tag: str
+    digest: str
+    updated: float
+    last_pull: float | None
+
+
+def all_tags(conn: sqlite3.Connection) -> list[TagRow]:
+    rows = conn.execute(
+        "SELECT r.name, t.name, t.digest, t.updated, m.last_access FROM tags t "
+        "JOIN repositories r ON r.id = t.repo_id "
+        "JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest "
+        "ORDER BY r.name, t.updated DESC, t.name"
+    ).fetchall()
+    return [TagRow(*row) for row in rows]
+
+
+def delete_tag_if_unchanged(conn: sqlite3.Connection, tag: TagRow) -> bool:
+    """Delete a tag unless it was moved or re-pushed since it was read."""
+    return (
+        conn.execute(
+            "DELETE FROM tags WHERE name = ? AND digest = ? AND updated = ? "
+            "AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+            (tag.tag, tag.digest, tag.updated, tag.repository),
+        ).rowcount
+        > 0
+    )
+
+
 # -- usage ----------------------------------------------------------------------------------
 
 

@@ -14,15 +14,17 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dockyard.metadata import Database
 from dockyard.metadata import ops_queries as oq
 from dockyard.metadata import queries as q
 from dockyard.oci.digest import Digest
+from dockyard.ops.retention import RetentionRule, retention_victims
 from dockyard.registry.paths import blob_key, upload_key
-from dockyard.storage import BlobDriver
+from dockyard.storage import StoredObject
 
 log = logging.getLogger("dockyard.gc")
 
@@ -36,10 +38,12 @@ class GCOptions:
     grace: float = 3600.0
     # Upload sessions untouched this long are expired (Distribution's uploadpurging age).
     upload_max_age: float = 7 * 24 * 3600.0
+    retention: tuple[RetentionRule, ...] = ()
 
 
 @dataclass
 class GCResult:
+    tags: list[str] = field(default_factory=list)
     manifests: list[oq.ManifestCandidate] = field(default_factory=list)
     blobs: list[oq.BlobCandidate] = field(default_factory=list)
     orphan_files: list[str] = field(default_factory=list)
@@ -51,7 +55,8 @@ class GCResult:
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
         return (
-            f"{verb} {len(self.manifests)} manifest(s), {len(self.blobs)} blob(s) and "
+            f"{verb} {len(self.tags)} tag(s), {len(self.manifests)} manifest(s), "
+            f"{len(self.blobs)} blob(s) and "
             f"{len(self.orphan_files)} orphaned file(s), expired {self.uploads_removed} "
             "upload session(s); "
             f"{'would free' if self.dry_run else 'freed'} {self.bytes_freed} bytes "
@@ -62,6 +67,29 @@ class GCResult:
 Progress = Callable[[str, int, int], None]
 
 
+class SweepDriver(Protocol):
+    """What the collector needs from storage."""
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under a key prefix."""
+
+    def delete(self, key: str) -> bool:
+        """Remove an object; False if it was absent."""
+
+
+class _DryRunDriver:
+    """Lists like the real driver; deletes nothing."""
+
+    def __init__(self, driver: SweepDriver) -> None:
+        self._driver = driver
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        return self._driver.list(prefix)
+
+    def delete(self, key: str) -> bool:
+        return True
+
+
 def _no_progress(_phase: str, _done: int, _total: int) -> None:
     return None
 
@@ -70,37 +98,58 @@ class GarbageCollector:
     """Collects one store; safe to run beside a serving registry (even in another process)."""
 
     def __init__(
-        self, db: Database, driver: BlobDriver, clock: Callable[[], float] = time.time
+        self, db: Database, driver: SweepDriver, clock: Callable[[], float] = time.time
     ) -> None:
         self._db = db
         self._driver = driver
         self._clock = clock
 
     async def run(self, options: GCOptions, progress: Progress = _no_progress) -> GCResult:
-        started = time.monotonic()
-        cutoff = self._clock() - options.grace
-        result = GCResult(dry_run=options.dry_run)
-        if options.delete_untagged:
-            result.manifests = await self._db.read(oq.untagged_manifests, cutoff)
-            if not options.dry_run:
-                result.manifests = await self._sweep_manifests(result.manifests, cutoff, progress)
-            result.bytes_freed += sum(m.size for m in result.manifests)
-            if options.dry_run:
-                # The blobs the deleted manifests alone referenced go too: mark without them.
-                result.blobs = await self._db.read(_blobs_after, result.manifests, cutoff)
-        if not result.blobs:
-            result.blobs = await self._db.read(oq.unreferenced_blobs, cutoff)
+        """Collect; a dry run applies the very same steps to a private copy of the metadata,
+        so it lists exactly what the real run deletes."""
         if not options.dry_run:
-            result.blobs = await self._sweep_blobs(result.blobs, cutoff, progress)
+            return await self._run(options, progress)
+        snapshot = self._db.snapshot()
+        try:
+            collector = GarbageCollector(snapshot, _DryRunDriver(self._driver), self._clock)
+            result = await collector._run(options, progress)
+        finally:
+            snapshot.close()
+        result.dry_run = True
+        return result
+
+    async def _run(self, options: GCOptions, progress: Progress) -> GCResult:
+        started = time.monotonic()
+        now = self._clock()
+        cutoff = now - options.grace
+        result = GCResult()
+        retired: set[tuple[str, str]] = set()
+        if options.retention:
+            result.tags, retired = await self._apply_retention(options.retention, now)
+        candidates: list[oq.ManifestCandidate] = []
+        if options.delete_untagged:
+            candidates = await self._db.read(oq.untagged_manifests, cutoff)
+        elif retired:
+            # Manifests whose last tag retention removed go with it.
+            candidates = [
+                m
+                for m in await self._db.read(oq.untagged_manifests, cutoff)
+                if (m.repository, m.digest) in retired
+            ]
+        result.manifests = await self._sweep_manifests(candidates, cutoff, progress)
+        result.bytes_freed += sum(m.size for m in result.manifests)
+        blobs = await self._db.read(oq.unreferenced_blobs, cutoff)
+        result.blobs = await self._sweep_blobs(blobs, cutoff, progress)
         result.bytes_freed += sum(b.size for b in result.blobs)
         result.uploads_removed = await self._expire_uploads(options)
-        result.orphan_files = await self._orphans(cutoff, options.dry_run)
+        result.orphan_files = await self._orphans(cutoff)
         result.seconds = time.monotonic() - started
         log.info(
             "garbage collection finished",
             extra={
                 "fields": {
-                    "dry_run": options.dry_run,
+                    "dry_run": isinstance(self._driver, _DryRunDriver),
+                    "tags": len(result.tags),
                     "manifests": len(result.manifests),
                     "blobs": len(result.blobs),
                     "orphan_files": len(result.orphan_files),
@@ -155,15 +204,30 @@ class GarbageCollector:
             await asyncio.sleep(0)  # let requests in between batches
         return deleted
 
+    async def _apply_retention(
+        self, rules: tuple[RetentionRule, ...], now: float
+    ) -> tuple[list[str], set[tuple[str, str]]]:
+        tags = await self._db.read(oq.all_tags)
+        doomed = retention_victims(tags, rules, now)
+        if not doomed:
+            return [], set()
+
+        def delete(conn: sqlite3.Connection) -> list[oq.TagRow]:
+            return [t for t in doomed if oq.delete_tag_if_unchanged(conn, t)]
+
+        deleted = await self._db.write(delete)
+        return [f"{t.repository}:{t.tag}" for t in deleted], {
+            (t.repository, t.digest) for t in deleted
+        }
+
     async def _expire_uploads(self, options: GCOptions) -> int:
         stale = await self._db.read(q.stale_uploads, self._clock() - options.upload_max_age)
-        if not options.dry_run:
-            for upload_id in stale:
-                await self._db.write(q.delete_upload, upload_id)
-                await asyncio.to_thread(self._driver.delete, upload_key(upload_id))
+        for upload_id in stale:
+            await asyncio.to_thread(self._driver.delete, upload_key(upload_id))
+            await self._db.write(q.delete_upload, upload_id)
         return len(stale)
 
-    async def _orphans(self, cutoff: float, dry_run: bool) -> list[str]:
+    async def _orphans(self, cutoff: float) -> list[str]:
         """Files no row accounts for: a crash between rename and row, or stale staging files."""
         driver = self._driver
         found: list[str] = []
@@ -177,11 +241,10 @@ class GarbageCollector:
             def check(conn: sqlite3.Connection, key: str = stored.key, d: str = digest) -> bool:
                 if oq.blob_known(conn, d):
                     return False
-                if not dry_run:
-                    driver.delete(key)
+                driver.delete(key)
                 return True
 
-            if await (self._db.read(check) if dry_run else self._db.write(check)):
+            if await self._db.write(check):
                 found.append(stored.key)
         staged = await asyncio.to_thread(lambda: list(driver.list("uploads")))
         sessions = await self._db.read(oq.upload_ids)
@@ -190,33 +253,5 @@ class GarbageCollector:
             if session in sessions or stored.modified >= cutoff:
                 continue
             found.append(stored.key)
-            if not dry_run:
-                await asyncio.to_thread(driver.delete, stored.key)
+            await asyncio.to_thread(driver.delete, stored.key)
         return found
-
-
-def _blobs_after(
-    conn: sqlite3.Connection, removed: list[oq.ManifestCandidate], cutoff: float
-) -> list[oq.BlobCandidate]:
-    """Unreferenced blobs as they would be once `removed` manifests are gone (dry runs)."""
-    found = {b.digest: b for b in oq.unreferenced_blobs(conn, cutoff)}
-    gone = {(m.repository, m.digest) for m in removed}
-    for manifest in removed:
-        for digest, size, created, last_access in conn.execute(
-            "SELECT b.digest, b.size, b.created, COALESCE(b.last_access, 0) "
-            "FROM manifest_references mr JOIN repositories r ON r.id = mr.repo_id "
-            "JOIN blobs b ON b.digest = mr.child "
-            "WHERE r.name = ? AND mr.parent = ? AND mr.kind = 'blob'",
-            (manifest.repository, manifest.digest),
-        ).fetchall():
-            if digest in found or created >= cutoff or last_access >= cutoff:
-                continue
-            holders = conn.execute(
-                "SELECT r.name, mr.parent FROM manifest_references mr "
-                "JOIN repositories r ON r.id = mr.repo_id "
-                "WHERE mr.child = ? AND mr.kind = 'blob'",
-                (digest,),
-            ).fetchall()
-            if all((name, parent) in gone for name, parent in holders):
-                found[digest] = oq.BlobCandidate(digest, size)
-    return sorted(found.values(), key=lambda b: b.digest)

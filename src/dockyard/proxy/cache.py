@@ -17,7 +17,6 @@ from dockyard.errors import (
     BlobUnknownError,
     ManifestUnknownError,
     TooManyRequestsError,
-    UnauthorizedError,
     UpstreamBadResponseError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -40,7 +39,6 @@ UPSTREAM_FAILURES = (
     UpstreamTimeoutError,
     UpstreamBadResponseError,
     TooManyRequestsError,
-    UnauthorizedError,
 )
 
 

@@ -54,6 +54,11 @@ class Download:
                 lambda: self.written > offset or self.done or self.error is not None
             )
 
+    async def wait_finished(self) -> None:
+        """Until the download was verified and committed, or failed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.done or self.error is not None)
+
     async def wait_started(self) -> None:
         """Until the upstream answered (the size is known) or the download failed."""
         await self.started.wait()

@@ -18,7 +18,6 @@ from dockyard.errors import (
     BlobUnknownError,
     ManifestUnknownError,
     TooManyRequestsError,
-    UnauthorizedError,
     UpstreamBadResponseError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -207,8 +206,9 @@ class UpstreamClient:
             response.release()
             self.stats.errors += 1
             if status in (401, 403):
-                raise UnauthorizedError(
-                    f"upstream {self.settings.name} refused our credentials ({status})"
+                # Our configured credentials are wrong: a server-side problem, not the client's.
+                raise UpstreamBadResponseError(
+                    f"upstream {self.settings.name} refused Dockyard's credentials ({status})"
                 )
             raise UpstreamBadResponseError(f"upstream {self.settings.name} answered {status}")
         return response
@@ -216,16 +216,16 @@ class UpstreamClient:
     async def _authorize(self, challenge: Challenge | None, scope: str) -> str:
         settings = self.settings
         if challenge is None:
-            raise UnauthorizedError(
+            raise UpstreamBadResponseError(
                 f"upstream {settings.name} wants credentials without a challenge"
             )
         if challenge.scheme == "basic":
             if settings.username is None:
-                raise UnauthorizedError(f"upstream {settings.name} requires credentials")
+                raise UpstreamBadResponseError(f"upstream {settings.name} requires credentials")
             return basic_header(settings.username, settings.password or "")
         realm = challenge.params.get("realm")
         if challenge.scheme != "bearer" or not realm:
-            raise UnauthorizedError(f"upstream {settings.name}: unsupported auth challenge")
+            raise UpstreamBadResponseError(f"upstream {settings.name}: unsupported auth challenge")
         params = {"scope": challenge.params.get("scope") or scope}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
@@ -234,7 +234,7 @@ class UpstreamClient:
             headers["Authorization"] = basic_header(settings.username, settings.password or "")
         async with self.session.get(realm, params=params, headers=headers) as response:
             if response.status != 200:
-                raise UnauthorizedError(
+                raise UpstreamBadResponseError(
                     f"upstream {settings.name} token endpoint answered {response.status}"
                 )
             body = await response.json(content_type=None)

@@ -1,0 +1,1 @@
+"""Kubernetes manifests that run Dockyard in the cluster."""
