@@ -138,8 +138,25 @@ class QuotaConfig(_Section):
         return value
 
 
+class RetentionConfig(_Section):
+    """Keep the newest tags and/or recently pulled ones; gc removes the rest."""
+
+    # fnmatch pattern over repository names: "ci/*", "team/app".
+    repositories: str
+    keeptags: int | None = Field(default=None, ge=0)
+    pulledwithin: str | None = None
+
+    @field_validator("pulledwithin")
+    @classmethod
+    def _within(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class StorageConfig(_Section):
     filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)
+    retention: list[RetentionConfig] = Field(default_factory=list)
     gc: GCConfig = Field(default_factory=GCConfig)
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     delete: DeleteConfig = Field(default_factory=DeleteConfig)
@@ -333,8 +350,17 @@ class LoadedConfig:
 
 
 _UPSTREAM_NAME = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]+)?$")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {
+    "d": 86400.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 
 
 def parse_duration(text: str | int | float) -> float:

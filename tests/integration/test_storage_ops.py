@@ -309,3 +309,40 @@ def test_scheduled_gc_and_metrics(
     assert float(runs[0].split()[-1]) >= 1
     assert 'dockyard_http_requests_total{method="PUT",route="manifest",status="201"}' in metrics
     assert "dockyard_http_request_duration_seconds_bucket" in metrics
+
+
+def test_retention_keeps_newest_and_recently_pulled_tags(
+    tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
+) -> None:
+    config = tmp_path / "retention.yml"
+    config.write_text(
+        "storage:\n  gc:\n    grace: 0s\n  retention:\n"
+        "    - repositories: 'ret/*'\n      keeptags: 2\n      pulledwithin: 1h\n"
+    )
+    server = dockyard_factory(config=config)
+    client = RegistryClient(server.url)
+    images = []
+    for i in range(4):
+        images.append(client.push_image("ret/app", f"t{i}"))
+        time.sleep(0.05)  # distinct push times
+    other = [client.push_image("keep/app", f"t{i}") for i in range(3)]
+    assert client.request("GET", "/v2/ret/app/manifests/t0").status_code == 200
+    server.restart()  # a clean stop writes the pull times
+
+    def collect(*args: str) -> set[str]:
+        result = run_cli("gc", "--config", str(config), "--root", str(server.root), *args)
+        assert result.returncode == 0, result.stderr
+        return deleted_lines(result.stdout) | {
+            line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("tag ")
+        }
+
+    planned = collect("--dry-run")
+    assert "ret/app:t1" in planned  # neither among the 2 newest nor pulled lately
+    assert not {"ret/app:t0", "ret/app:t2", "ret/app:t3"} & planned
+    assert f"ret/app@{images[1].digest}" in planned
+    assert collect() == planned
+    tags = client.request("GET", "/v2/ret/app/tags/list").json()["tags"]
+    assert tags == ["t0", "t2", "t3"]
+    assert client.request("GET", f"/v2/ret/app/manifests/{images[1].digest}").status_code == 404
+    assert client.request("GET", "/v2/keep/app/tags/list").json()["tags"] == ["t0", "t1", "t2"]
+    assert len(other) == 3

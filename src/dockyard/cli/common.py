@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
-from dockyard.config import Config, ConfigError, load_config
+from dockyard.config import Config, ConfigError, load_config, parse_duration
 from dockyard.metadata import Database
+from dockyard.ops.retention import RetentionRule
 from dockyard.proxy.upstream import upstreams_from_config
 from dockyard.storage import FilesystemDriver
 
@@ -66,3 +67,15 @@ def cached_prefixes(config: Config) -> list[str]:
     """Repository-name prefixes under which the cache keeps pulled-through content."""
     upstreams, _default = upstreams_from_config(config.proxy)
     return [f"{u.name}/" for u in upstreams]
+
+
+def retention_rules(config: Config) -> tuple[RetentionRule, ...]:
+    """`storage.retention` as the collector applies it."""
+    return tuple(
+        RetentionRule(
+            r.repositories,
+            r.keeptags,
+            parse_duration(r.pulledwithin) if r.pulledwithin else None,
+        )
+        for r in config.storage.retention
+    )

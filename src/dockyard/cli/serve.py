@@ -15,7 +15,7 @@ from aiohttp import web
 from dockyard.api import create_app
 from dockyard.api.context import ApiSettings
 from dockyard.api.middleware import AccessLogger
-from dockyard.cli.common import cached_prefixes
+from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import configure_logging
 from dockyard.config import (
     Config,
@@ -87,6 +87,7 @@ def build_maintenance(config: Config, registry: Registry) -> Maintenance:
             delete_untagged=gc.deleteuntagged,
             grace=parse_duration(gc.grace),
             upload_max_age=parse_duration(purging.age),
+            retention=retention_rules(config),
         ),
         eviction_interval=parse_duration(budget.interval) if evictor else None,
     )

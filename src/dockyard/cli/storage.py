@@ -17,6 +17,7 @@ from dockyard.cli.common import (
     human_bytes,
     load_or_exit,
     open_store,
+    retention_rules,
 )
 from dockyard.config import Config, parse_duration
 from dockyard.ops.gc import GarbageCollector, GCOptions, GCResult
@@ -96,6 +97,7 @@ def run_gc(config: Config, dry_run: bool, delete_untagged: bool, grace: str | No
         delete_untagged=delete_untagged,
         grace=parse_duration(grace if grace is not None else config.storage.gc.grace),
         upload_max_age=parse_duration(config.storage.maintenance.uploadpurging.age),
+        retention=retention_rules(config),
     )
     bars: dict[str, Any] = {}
 
@@ -113,6 +115,8 @@ def run_gc(config: Config, dry_run: bool, delete_untagged: bool, grace: str | No
     finally:
         db.close()
     prefix = "eligible for deletion" if dry_run else "deleted"
+    for tag in result.tags:
+        click.echo(f"tag {prefix}: {tag}")
     for m in result.manifests:
         click.echo(f"manifest {prefix}: {m.repository}@{m.digest}")
     for b in result.blobs:
