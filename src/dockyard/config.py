@@ -303,6 +303,61 @@ class ProxyConfig(_Section):
         return value
 
 
+class HtpasswdConfig(_Section):
+    realm: str = "Registry Realm"
+    path: str
+
+
+class TokenAuthConfig(_Section):
+    """Distribution's external token service."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: str
+    autoredirect: bool = False
+
+
+class TokenServerConfig(_Section):
+    """Dockyard's built-in token service for htpasswd users."""
+
+    enabled: bool = False
+    issuer: str = "dockyard"
+    service: str = "dockyard"
+    expiration: str = "5m"
+    # PEM EC private key that signs tokens; generated at start when unset.
+    key: str | None = None
+    # Absolute URL clients fetch tokens from; derived from the request's host when unset.
+    realm: str | None = None
+
+    @field_validator("expiration")
+    @classmethod
+    def _expiration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class AccessRuleConfig(_Section):
+    """Who may pull, push and delete in repositories matching a pattern."""
+
+    repositories: str
+    pull: list[str] = Field(default_factory=list)
+    push: list[str] = Field(default_factory=list)
+    delete: list[str] = Field(default_factory=list)
+
+
+class AuthConfig(_Section):
+    htpasswd: HtpasswdConfig | None = None
+    token: TokenAuthConfig | None = None
+    tokenserver: TokenServerConfig = Field(default_factory=TokenServerConfig)
+    access: list[AccessRuleConfig] = Field(default_factory=list)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.htpasswd is not None or self.token is not None
+
+
 class CatalogConfig(_Section):
     maxentries: int = Field(default=1000, gt=0)
 
@@ -316,7 +371,7 @@ class Config(_Section):
     http: HTTPConfig = Field(default_factory=HTTPConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
-    auth: dict[str, Any] = Field(default_factory=dict)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     notifications: dict[str, Any] = Field(default_factory=dict)
     redis: dict[str, Any] = Field(default_factory=dict)
     health: dict[str, Any] = Field(default_factory=dict)
@@ -333,7 +388,6 @@ class Config(_Section):
 
 # Sections Distribution knows that Dockyard accepts but does not act on (yet).
 IGNORED_SECTIONS: dict[str, str] = {
-    "auth": "authentication is not supported yet; the registry is open",
     "notifications": "notifications are not supported; ignored",
     "redis": "Dockyard needs no redis; ignored",
     "middleware": "storage middleware is not supported; ignored",

@@ -162,7 +162,7 @@ def test_section_left_empty_is_accepted(load: Loader) -> None:
     #    path: /etc/registry/htpasswd
     """
     loaded = load(text)
-    assert loaded.config.auth in ({}, None)
+    assert not loaded.config.auth.enabled
     assert loaded.warnings == ()
 
 
@@ -410,9 +410,9 @@ def test_empty_ignored_sections_do_not_warn(load: Loader, section: str) -> None:
     assert load(f"{section}: {{}}\n").warnings == ()
 
 
-def test_ignored_sections_include_auth() -> None:
-    # Dockyard has no authentication: a config asking for it must not pass silently.
-    assert "auth" in IGNORED_SECTIONS
+def test_auth_is_not_an_ignored_section() -> None:
+    # Dockyard enforces authentication now: the section is read, not ignored.
+    assert "auth" not in IGNORED_SECTIONS
 
 
 # -- invalid values -------------------------------------------------------------------
@@ -537,7 +537,7 @@ def test_parse_duration(text: str | int | float, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "h", "10x", "1h 30m", "5 s", "abc", "1d", "h10", "10s!"])
+@pytest.mark.parametrize("text", ["", "h", "10x", "1h 30m", "5 s", "abc", "1w", "h10", "10s!"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -566,7 +566,7 @@ def test_distribution_durations_load(load: Loader) -> None:
     ("text", "key"),
     [
         ("storage:\n  maintenance:\n    uploadpurging:\n      age: soon\n", "age"),
-        ("storage:\n  maintenance:\n    uploadpurging:\n      interval: 1d\n", "interval"),
+        ("storage:\n  maintenance:\n    uploadpurging:\n      interval: 1w\n", "interval"),
         ("http:\n  draintimeout: forever\n", "http.draintimeout"),
         ("catalog:\n  maxentries: 0\n", "catalog.maxentries"),
     ],
@@ -651,7 +651,7 @@ def test_unknown_upstream_key_warns_with_its_position(load: Loader) -> None:
         ("name: docker.io\n      url: ftp://x", "url"),
         ("name: docker.io\n      url: registry-1.docker.io", "url"),
         ("name: docker.io\n      url: https://x\n      timeout: soon", "timeout"),
-        ("name: docker.io\n      url: https://x\n      ttl: 1d", "ttl"),
+        ("name: docker.io\n      url: https://x\n      ttl: 1w", "ttl"),
         ("name: docker.io\n      url: https://x\n      insecure: perhaps", "insecure"),
         ("url: https://x", "name"),
         ("name: docker.io", "url"),

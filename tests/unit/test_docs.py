@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args, get_origin
+from types import UnionType
+from typing import Union, get_args, get_origin
 
 import click
 from click.testing import CliRunner
@@ -20,6 +21,9 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     for name, field in model.model_fields.items():
         annotation = field.annotation
         args = get_args(annotation)
+        optional = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if get_origin(annotation) in (Union, UnionType) and optional:
+            annotation, args = optional[0], ()
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys += _keys(annotation, f"{prefix}{name}.")
         elif get_origin(annotation) is list and args and issubclass(args[0], BaseModel):

@@ -297,8 +297,10 @@ def test_secret_files_are_read_by_dockyard(tmp_path: Path) -> None:
     config = loaded.config
     assert config.http.tls.certificate == str(tmp_path / "secrets/tls/tls.crt")
     assert config.http.tls.key == str(tmp_path / "secrets/tls/tls.key")
-    assert config.auth == {
-        "htpasswd": {"realm": "Edge registry", "path": str(tmp_path / "secrets/auth/htpasswd")}
+    assert config.auth.htpasswd is not None
+    assert config.auth.htpasswd.model_dump() == {
+        "realm": "Edge registry",
+        "path": str(tmp_path / "secrets/auth/htpasswd"),
     }
     # A kubernetes.io/basic-auth Secret mounted as files: username and password.
     creds = tmp_path / "secrets/upstreams/docker.io"

@@ -580,7 +580,9 @@ def test_referrers_go_away_with_their_manifest(conn: sqlite3.Connection) -> None
 def test_upload_lifecycle(conn: sqlite3.Connection, clock: list[float]) -> None:
     repo_id = q.ensure_repository(conn, "library/app")
     q.insert_upload(conn, "u1", repo_id, "sha512")
-    assert q.get_upload(conn, "u1") == q.UploadRow("u1", "library/app", "sha512", 1000.0, 1000.0)
+    assert q.get_upload(conn, "u1") == q.UploadRow(
+        "u1", "library/app", "sha512", 1000.0, 1000.0, None
+    )
     clock[0] = 1234.0
     q.touch_upload(conn, "u1")
     row = q.get_upload(conn, "u1")

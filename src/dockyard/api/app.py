@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dockyard.api import base, blobs, discovery, manifests, uploads, usage
+from dockyard.api.auth import TOKEN_PATH, authenticate, token_endpoint
 from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
 from dockyard.api.metrics import METRICS, Metrics, measure, metrics_endpoint
 from dockyard.api.middleware import errors, standard_headers
 from dockyard.api.routing import Resource, Route, match
+from dockyard.auth.authenticator import Authenticator
 from dockyard.errors import MethodNotAllowedError, NotFoundError
 from dockyard.ops.maintenance import Maintenance
 from dockyard.proxy.cache import PullThroughCache
@@ -68,12 +70,14 @@ def create_app(
     settings: ApiSettings | None = None,
     cache: PullThroughCache | None = None,
     maintenance: Maintenance | None = None,
+    auth: Authenticator | None = None,
 ) -> web.Application:
     """The HTTP application over a registry (and the pull-through cache, if configured)."""
     app = web.Application(
-        middlewares=[measure, standard_headers, errors], client_max_size=4 * 1024**2
+        middlewares=[measure, standard_headers, errors, authenticate],
+        client_max_size=4 * 1024**2,
     )
-    context = ApiContext(registry, settings or ApiSettings(), cache, maintenance)
+    context = ApiContext(registry, settings or ApiSettings(), cache, maintenance, auth)
     app[CONTEXT] = context
     app[METRICS] = Metrics(context)
     app.router.add_route("*", "/v2", dispatch_base)
@@ -82,6 +86,8 @@ def create_app(
     app.router.add_get("/readyz", base.readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/dockyard/api/v1/usage", usage.usage_endpoint)
+    app.router.add_route("GET", TOKEN_PATH, token_endpoint)
+    app.router.add_route("POST", TOKEN_PATH, token_endpoint)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from dockyard.auth.authenticator import Authenticator
 from dockyard.ops.maintenance import Maintenance
 from dockyard.proxy.cache import PullThroughCache
 from dockyard.registry import Registry
@@ -29,6 +30,7 @@ class ApiContext:
     settings: ApiSettings
     cache: PullThroughCache | None = None
     maintenance: Maintenance | None = None
+    auth: Authenticator | None = None
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("dockyard_context", ApiContext)

@@ -6,10 +6,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from dockyard.api.auth import may
 from dockyard.api.context import context
 from dockyard.api.proxying import cache_target
 from dockyard.api.responses import json_response
 from dockyard.api.routing import Route
+from dockyard.auth.rules import PULL
 from dockyard.errors import RegistryError
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
@@ -62,7 +64,15 @@ async def catalog(request: web.Request, route: Route) -> web.StreamResponse:
     ctx = context(request)
     n = _page_size(request, ctx.settings.catalog_max_entries)
     last = request.query.get("last", "")
-    names = await ctx.registry.manifests.catalog(last, n + 1) if n else []
+    names: list[str] = []
+    # Only what the caller may pull is listed; keep reading until the page is full.
+    cursor = last
+    while n and len(names) <= n:
+        batch = await ctx.registry.manifests.catalog(cursor, n + 1)
+        names += [name for name in batch if may(request, name, PULL)]
+        if len(batch) < n + 1:
+            break
+        cursor = batch[-1]
     headers = {}
     if n and len(names) > n:
         names = names[:n]

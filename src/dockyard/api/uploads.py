@@ -6,14 +6,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dockyard.api.auth import identity, may
 from dockyard.api.context import context
 from dockyard.api.proxying import refuse_writes_to_cache
 from dockyard.api.ranges import parse_content_range
 from dockyard.api.routing import Route
+from dockyard.auth.rules import PULL
 from dockyard.errors import DigestInvalidError, NameInvalidError, SizeInvalidError
 from dockyard.oci.digest import Digest
 from dockyard.oci.names import validate_name
 from dockyard.registry.uploads import UploadStatus, upload_range_headers
+
+
+def _owner(request: web.Request) -> str | None:
+    """Sessions are bound to the user who opened them."""
+    who = identity(request)
+    return who.user if who is not None else None
 
 
 def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -68,22 +76,26 @@ async def start_upload(request: web.Request, route: Route) -> web.StreamResponse
                 source = validate_name(source)
             except NameInvalidError:
                 source = None
+        if source and not may(request, source, PULL):
+            source = None  # no mounting from where the caller may not read
         if source and await registry.blobs.mount(name, digest, source) is not None:
             return _created(name, digest)
         # Not mountable: the spec says to answer with a new upload session instead.
     elif "digest" in request.query:
         digest = _query_digest(request)
-        await registry.uploads.ingest(name, digest, _body(request), _content_length(request))
+        await registry.uploads.ingest(
+            name, digest, _body(request), _content_length(request), _owner(request)
+        )
         return _created(name, digest)
     algorithm = request.query.get("digest-algorithm", "sha256")
-    status = await registry.uploads.start(name, algorithm)
+    status = await registry.uploads.start(name, algorithm, _owner(request))
     return _accepted(status)
 
 
 async def upload_status(request: web.Request, route: Route) -> web.StreamResponse:
     """GET on a session: 204 with how much it holds."""
     name = validate_name(route.name)
-    status = await context(request).registry.uploads.status(name, route.argument)
+    status = await context(request).registry.uploads.status(name, route.argument, _owner(request))
     return _accepted(status, 204)
 
 
@@ -102,7 +114,7 @@ async def patch_upload(request: web.Request, route: Route) -> web.StreamResponse
             )
         length = end - start + 1
     status = await context(request).registry.uploads.append(
-        name, route.argument, _body(request), start, length
+        name, route.argument, _body(request), start, length, owner=_owner(request)
     )
     return _accepted(status)
 
@@ -124,9 +136,11 @@ async def put_upload(request: web.Request, route: Route) -> web.StreamResponse:
                     f"Content-Range covers {declared} bytes but Content-Length is {length}"
                 )
             length = declared
-        await uploads.finish(name, route.argument, digest, _body(request), start, length)
+        await uploads.finish(
+            name, route.argument, digest, _body(request), start, length, owner=_owner(request)
+        )
     else:
-        await uploads.finish(name, route.argument, digest)
+        await uploads.finish(name, route.argument, digest, owner=_owner(request))
     return _created(name, digest)
 
 
@@ -134,5 +148,5 @@ async def cancel_upload(request: web.Request, route: Route) -> web.StreamRespons
     """DELETE a session and its bytes."""
     name = validate_name(route.name)
     refuse_writes_to_cache(request, name)
-    await context(request).registry.uploads.cancel(name, route.argument)
+    await context(request).registry.uploads.cancel(name, route.argument, _owner(request))
     return web.Response(status=204)

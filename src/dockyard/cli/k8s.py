@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from dockyard.config import IGNORED_SECTIONS
 from dockyard.k8s.manifests import (
     ManifestOptions,
     Upstream,
@@ -127,8 +126,6 @@ def manifests(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if htpasswd_secret is not None and "auth" in IGNORED_SECTIONS:
-        click.echo(f"warning: auth: {IGNORED_SECTIONS['auth']}", err=True)
     if output is None:
         click.echo(render_yaml(options), nl=False)
         return

@@ -10,6 +10,7 @@ from dockyard.cli.k3s import k3s
 from dockyard.cli.k8s import k8s
 from dockyard.cli.serve import serve
 from dockyard.cli.storage import df, du, gc
+from dockyard.cli.users import users
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,7 @@ cli.add_command(k8s)
 cli.add_command(df)
 cli.add_command(du)
 cli.add_command(gc)
+cli.add_command(users)
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,11 @@ from aiohttp import web
 from dockyard.api import create_app
 from dockyard.api.context import ApiSettings
 from dockyard.api.middleware import AccessLogger
+from dockyard.auth.authenticator import Authenticator, Challenge
+from dockyard.auth.htpasswd import HtpasswdFile
+from dockyard.auth.rules import DELETE, PULL, PUSH, AccessPolicy, AccessRule
+from dockyard.auth.tls import build_server_tls
+from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import configure_logging
 from dockyard.config import (
@@ -56,6 +60,47 @@ def build_registry(config: Config) -> Registry:
         delete_enabled=config.storage.delete.enabled,
         quota=enforcer,
     )
+
+
+def build_authenticator(config: Config) -> Authenticator | None:
+    """Authentication and access rules, when the config asks for them."""
+    auth = config.auth
+    if not auth.enabled:
+        return None
+    policy = AccessPolicy(
+        tuple(
+            AccessRule(
+                r.repositories, {PULL: tuple(r.pull), PUSH: tuple(r.push), DELETE: tuple(r.delete)}
+            )
+            for r in auth.access
+        ),
+        {name: tuple(members) for name, members in auth.groups.items()},
+    )
+    htpasswd = HtpasswdFile(Path(auth.htpasswd.path)) if auth.htpasswd else None
+    verifier: TokenVerifier | None = None
+    issuer: TokenIssuer | None = None
+    if auth.token is not None:
+        token = auth.token
+        verifier = TokenVerifier.from_bundle(
+            token.issuer, token.service, Path(token.rootcertbundle)
+        )
+        challenge = Challenge("bearer", token.realm, token.service)
+    elif auth.tokenserver.enabled and htpasswd is not None:
+        server = auth.tokenserver
+        issuer = TokenIssuer(
+            server.issuer,
+            server.service,
+            parse_duration(server.expiration),
+            Path(server.key) if server.key else None,
+        )
+        verifier = TokenVerifier({}, {}, [])
+        challenge = Challenge("bearer", server.realm, server.service)
+    else:
+        assert auth.htpasswd is not None
+        challenge = Challenge("basic", auth.htpasswd.realm)
+    if issuer is not None and verifier is not None:
+        verifier.trust(issuer)
+    return Authenticator(policy, challenge, htpasswd, verifier, issuer)
 
 
 def build_maintenance(config: Config, registry: Registry) -> Maintenance:
@@ -107,15 +152,6 @@ def api_settings(config: Config, cached: list[str]) -> ApiSettings:
     )
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    tls = config.http.tls
-    if not tls.certificate:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.certificate, tls.key)
-    return context
-
-
 def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
     """The pull-through cache, when the config names upstreams (call inside the loop)."""
     upstreams, default = upstreams_from_config(config.proxy)
@@ -138,6 +174,7 @@ def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
 
 async def run_server(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
+    tls = build_server_tls(config.http.tls)
     registry = build_registry(config)
     cache = build_cache(config, registry)
     maintenance = build_maintenance(config, registry)
@@ -153,7 +190,7 @@ async def run_server(config: Config) -> None:
         handle_signals=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(config), backlog=1024)
+    site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None, backlog=1024)
     await site.start()
     log.info(
         "listening",
@@ -164,12 +201,16 @@ async def run_server(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     maintenance.start()
+    if tls is not None:
+        tls.start()
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests")
     finally:
         await runner.cleanup()
         await maintenance.stop()
+        if tls is not None:
+            await tls.stop()
         if cache is not None:
             await cache.close()
         registry.close()
@@ -213,6 +254,9 @@ def serve(config_path: Path | None, addr: str | None, root: Path | None) -> None
         log.warning(warning)
     try:
         asyncio.run(run_server(config))
+    except ConfigError as exc:  # a TLS file that cannot be used
+        click.echo(f"dockyard: {exc}", err=True)
+        raise SystemExit(2) from None
     except OSError as exc:
         click.echo(f"dockyard: cannot serve: {exc}", err=True)
         raise SystemExit(1) from None

@@ -32,6 +32,7 @@ class UploadRow:
     algorithm: str
     created: float
     updated: float
+    owner: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,17 +317,24 @@ def referrers(
 # -- uploads ------------------------------------------------------------------------------
 
 
-def insert_upload(conn: sqlite3.Connection, upload_id: str, repo_id: int, algorithm: str) -> None:
+def insert_upload(
+    conn: sqlite3.Connection,
+    upload_id: str,
+    repo_id: int,
+    algorithm: str,
+    owner: str | None = None,
+) -> None:
     now = time.time()
     conn.execute(
-        "INSERT INTO uploads(id, repo_id, algorithm, created, updated) VALUES (?, ?, ?, ?, ?)",
-        (upload_id, repo_id, algorithm, now, now),
+        "INSERT INTO uploads(id, repo_id, algorithm, created, updated, owner) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (upload_id, repo_id, algorithm, now, now, owner),
     )
 
 
 def get_upload(conn: sqlite3.Connection, upload_id: str) -> UploadRow | None:
     row = conn.execute(
-        "SELECT u.id, r.name, u.algorithm, u.created, u.updated FROM uploads u "
+        "SELECT u.id, r.name, u.algorithm, u.created, u.updated, u.owner FROM uploads u "
         "JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?",
         (upload_id,),
     ).fetchone()

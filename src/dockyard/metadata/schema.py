@@ -70,6 +70,10 @@ MIGRATIONS: tuple[str, ...] = (
     -- When a manifest of the repository was last pulled (flushed in batches).
     ALTER TABLE repositories ADD COLUMN last_pull REAL
     """,
+    """
+    -- The user who opened an upload session (NULL without authentication).
+    ALTER TABLE uploads ADD COLUMN owner TEXT
+    """,
 )
 
 

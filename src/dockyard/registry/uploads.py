@@ -79,21 +79,23 @@ class UploadManager:
         # One request at a time per session: PATCHes racing on one session would interleave.
         return self._locks.setdefault(upload_id, asyncio.Lock())
 
-    async def start(self, repo: str, algorithm: str = "sha256") -> UploadStatus:
+    async def start(
+        self, repo: str, algorithm: str = "sha256", owner: str | None = None
+    ) -> UploadStatus:
         """Open a new session in a repository."""
         new_hasher(algorithm)  # refuses unsupported algorithms before anything is stored
         upload_id = str(uuid.uuid4())
 
         def create(conn: sqlite3.Connection) -> None:
-            q.insert_upload(conn, upload_id, q.ensure_repository(conn, repo), algorithm)
+            q.insert_upload(conn, upload_id, q.ensure_repository(conn, repo), algorithm, owner)
 
         await self._db.write(create)
         return UploadStatus(upload_id, repo, 0)
 
-    async def _row(self, repo: str, upload_id: str) -> q.UploadRow:
+    async def _row(self, repo: str, upload_id: str, owner: str | None) -> q.UploadRow:
         row = await self._db.read(q.get_upload, upload_id) if _plausible(upload_id) else None
-        # A session is bound to the repository it was opened in.
-        if row is None or row.repository != repo:
+        # A session is bound to the repository it was opened in, and to its user.
+        if row is None or row.repository != repo or row.owner != owner:
             raise BlobUploadUnknownError(detail={"upload": upload_id[:100]})
         return row
 
@@ -114,9 +116,9 @@ class UploadManager:
                 hasher.update(chunk)
         return hasher
 
-    async def status(self, repo: str, upload_id: str) -> UploadStatus:
+    async def status(self, repo: str, upload_id: str, owner: str | None = None) -> UploadStatus:
         """Where a session stands: how many bytes it holds."""
-        row = await self._row(repo, upload_id)
+        row = await self._row(repo, upload_id, owner)
         size = await asyncio.to_thread(self._driver.staged_size, upload_key(row.id))
         return UploadStatus(row.id, repo, size or 0)
 
@@ -127,13 +129,15 @@ class UploadManager:
         body: AsyncIterator[bytes],
         start: int | None = None,
         length: int | None = None,
+        *,
+        owner: str | None = None,
     ) -> UploadStatus:
         """Stream a chunk onto the end of the session.
 
         `start` (from Content-Range) must equal the bytes already received: a gap or an
         overlap is a 416. `length`, when the client states it, must match what arrives.
         """
-        row = await self._row(repo, upload_id)
+        row = await self._row(repo, upload_id, owner)
         async with self._lock(row.id):
             state = await self._state(row)
             if start is not None and start != state.offset:
@@ -190,14 +194,16 @@ class UploadManager:
         body: AsyncIterator[bytes] | None = None,
         start: int | None = None,
         length: int | None = None,
+        *,
+        owner: str | None = None,
     ) -> int:
         """Take the last chunk (if any), verify the digest and commit the blob; returns its size.
 
         A mismatch discards the session: unverified bytes never become visible.
         """
         if body is not None:
-            await self.append(repo, upload_id, body, start, length)
-        row = await self._row(repo, upload_id)
+            await self.append(repo, upload_id, body, start, length, owner=owner)
+        row = await self._row(repo, upload_id, owner)
         async with self._lock(row.id):
             state = await self._state(row)
             if digest.algorithm == state.hasher.name:
@@ -222,9 +228,9 @@ class UploadManager:
             self._forget(row.id)
             return size
 
-    async def cancel(self, repo: str, upload_id: str) -> None:
+    async def cancel(self, repo: str, upload_id: str, owner: str | None = None) -> None:
         """Drop a session and its staged bytes."""
-        row = await self._row(repo, upload_id)
+        row = await self._row(repo, upload_id, owner)
         await self._discard(row.id)
 
     def _forget(self, upload_id: str) -> None:
@@ -250,11 +256,12 @@ class UploadManager:
         digest: Digest,
         body: AsyncIterator[bytes],
         length: int | None = None,
+        owner: str | None = None,
     ) -> int:
         """A whole blob in one request (monolithic POST ?digest=)."""
-        status = await self.start(repo, digest.algorithm)
+        status = await self.start(repo, digest.algorithm, owner)
         try:
-            return await self.finish(repo, status.id, digest, body, None, length)
+            return await self.finish(repo, status.id, digest, body, None, length, owner=owner)
         except BaseException:
             await asyncio.shield(self._discard_quietly(status.id))
             raise
