@@ -78,7 +78,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if route is None:
         return await handler(request)
     if route.resource is Resource.BASE:
-        if who.anonymous and not auth.policy.anonymous_can_pull_somewhere():
+        # As Distribution does: the ping always challenges anonymous callers, so clients
+        # learn how to authenticate before their first real request (public content still
+        # answers anonymous requests).
+        if who.anonymous:
             raise _unauthorized(auth, request, None, "authentication required")
         return await handler(request)
     if route.resource is Resource.CATALOG:

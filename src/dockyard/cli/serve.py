@@ -178,7 +178,13 @@ async def run_server(config: Config) -> None:
     registry = build_registry(config)
     cache = build_cache(config, registry)
     maintenance = build_maintenance(config, registry)
-    app = create_app(registry, api_settings(config, cached_prefixes(config)), cache, maintenance)
+    app = create_app(
+        registry,
+        api_settings(config, cached_prefixes(config)),
+        cache,
+        maintenance,
+        build_authenticator(config),
+    )
     host, port = parse_addr(config.http.addr)
     runner = web.AppRunner(
         app,
