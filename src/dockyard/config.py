@@ -179,6 +179,8 @@ class HTTPConfig(_Section):
     secret: str | None = None
     relativeurls: bool = False
     draintimeout: str = "10s"
+    # Dockyard: give up on a request body that sends nothing for this long.
+    readtimeout: str = "60s"
     headers: dict[str, list[str]] = Field(default_factory=dict)
     tls: TLSConfig = Field(default_factory=TLSConfig)
     debug: dict[str, Any] = Field(default_factory=dict)
@@ -198,7 +200,7 @@ class HTTPConfig(_Section):
         parse_addr(value)
         return value
 
-    @field_validator("draintimeout")
+    @field_validator("draintimeout", "readtimeout")
     @classmethod
     def _drain(cls, value: str) -> str:
         parse_duration(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -255,3 +256,36 @@ def test_chunked_upload_resumes_after_restart(
     assert r.status_code == 201, r.text
     assert client.request("GET", f"/v2/resume/app/blobs/{sha256(data)}").content == data
     _check_store(server.root)
+
+
+def test_nosniff_by_default(dockyard: DockyardServer) -> None:
+    r = requests.get(f"{dockyard.url}/v2/", timeout=5)
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_stalled_body_is_cut_off_and_resumable(
+    tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
+) -> None:
+    config = tmp_path / "slow.yml"
+    config.write_text("http:\n  readtimeout: 1s\n")
+    server = dockyard_factory(config=config)
+    client = RegistryClient(server.url)
+    location = client.request("POST", "/v2/slow/app/blobs/uploads/").headers["Location"]
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + b"0123456789"
+        )
+        started = time.monotonic()
+        # Meanwhile other clients are served at once.
+        assert client.request("GET", "/v2/").status_code == 200
+        answer = sock.recv(65536).decode()
+        assert time.monotonic() - started < 5
+        assert answer.startswith("HTTP/1.1 400")
+        assert "stalled" in answer
+    finally:
+        sock.close()
+    status = client.request("GET", location)
+    assert status.headers["Range"] == "0-9"  # the bytes that arrived are kept

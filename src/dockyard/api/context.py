@@ -21,6 +21,8 @@ class ApiSettings:
     catalog_max_entries: int = 1000
     tags_max_entries: int = 10000
     root: Path = Path("data")
+    # A request body that sends nothing for this long is abandoned (the bytes so far stay).
+    body_idle_timeout: float = 60.0
     cached_prefixes: tuple[str, ...] = ()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,7 +13,12 @@ from dockyard.api.proxying import refuse_writes_to_cache
 from dockyard.api.ranges import parse_content_range
 from dockyard.api.routing import Route
 from dockyard.auth.rules import PULL
-from dockyard.errors import DigestInvalidError, NameInvalidError, SizeInvalidError
+from dockyard.errors import (
+    BlobUploadInvalidError,
+    DigestInvalidError,
+    NameInvalidError,
+    SizeInvalidError,
+)
 from dockyard.oci.digest import Digest
 from dockyard.oci.names import validate_name
 from dockyard.registry.uploads import UploadStatus, upload_range_headers
@@ -24,8 +30,21 @@ def _owner(request: web.Request) -> str | None:
     return who.user if who is not None else None
 
 
-def _body(request: web.Request) -> AsyncIterator[bytes]:
-    return request.content.iter_any()
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client that stalls is cut off (slowloris)."""
+    idle = context(request).settings.body_idle_timeout
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BlobUploadInvalidError(
+                f"request body stalled for {idle:g}s; resume the upload from its last offset"
+            ) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 def _has_body(request: web.Request) -> bool:

@@ -170,9 +170,20 @@ class UploadManager:
             state.hasher.update(data)
             state.offset += len(data)
 
+        pending = bytearray()
+        chunks = aiter(body)
         try:
-            pending = bytearray()
-            async for chunk in body:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    # The client stalled or went away: keep what arrived, so the upload
+                    # resumes from there (its offset is what GET on the session reports).
+                    if pending:
+                        await asyncio.to_thread(write, pending)
+                    raise
                 pending += chunk
                 if len(pending) >= WRITE_BATCH:
                     data, pending = pending, bytearray()
