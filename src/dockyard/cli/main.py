@@ -6,10 +6,12 @@ import click
 
 from dockyard import __version__
 from dockyard.cli.cache import cache
+from dockyard.cli.doctor import doctor
 from dockyard.cli.k3s import k3s
 from dockyard.cli.k8s import k8s
 from dockyard.cli.serve import serve
 from dockyard.cli.storage import df, du, gc
+from dockyard.cli.tls import tls
 from dockyard.cli.users import users
 
 
@@ -26,7 +28,9 @@ cli.add_command(k8s)
 cli.add_command(df)
 cli.add_command(du)
 cli.add_command(gc)
+cli.add_command(tls)
 cli.add_command(users)
+cli.add_command(doctor)
 
 
 def main() -> None:
