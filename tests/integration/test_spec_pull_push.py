@@ -579,3 +579,49 @@ def test_unknown_endpoint_and_method(client: RegistryClient, repo: str) -> None:
     r = client.request("POST", f"/v2/{repo}/manifests/v1")
     assert r.status_code == 405
     assert error_codes(r) == ["UNSUPPORTED"]
+
+
+def test_content_negotiation(client: RegistryClient, repo: str) -> None:
+    image = client.push_image(repo, "oci")
+    # A client that names manifest types but not this one gets 404, not bytes it cannot read.
+    r = client.request("GET", f"/v2/{repo}/manifests/oci", headers={"Accept": DOCKER_MANIFEST})
+    assert r.status_code == 404
+    assert error_codes(r) == ["MANIFEST_UNKNOWN"]
+    # Non-manifest types (or none) mean "whatever you have".
+    for accept in ("application/json", "*/*", ""):
+        r = client.request("GET", f"/v2/{repo}/manifests/oci", headers={"Accept": accept})
+        assert r.content == image.body
+    # A Docker manifest list, asked for by a client that only reads image manifests:
+    # the linux/amd64 child is served, as Distribution does.
+    amd = json.loads(client.push_image(repo, tag=None).body)
+    amd["mediaType"] = DOCKER_MANIFEST
+    amd_body = json.dumps(amd).encode()
+    assert (
+        client.push_manifest(repo, sha256(amd_body), amd_body, DOCKER_MANIFEST).status_code == 201
+    )
+    arm = client.push_image(repo, tag=None)
+    docker_list = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [
+                {**descriptor(arm), "platform": {"os": "linux", "architecture": "arm64"}},
+                {
+                    "mediaType": DOCKER_MANIFEST,
+                    "digest": sha256(amd_body),
+                    "size": len(amd_body),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+            ],
+        }
+    ).encode()
+    list_type = "application/vnd.docker.distribution.manifest.list.v2+json"
+    assert client.push_manifest(repo, "list", docker_list, list_type).status_code == 201
+    r = client.request("GET", f"/v2/{repo}/manifests/list", headers={"Accept": DOCKER_MANIFEST})
+    assert r.status_code == 200
+    assert r.content == amd_body
+    assert r.headers["Docker-Content-Digest"] == sha256(amd_body)
+    r = client.request(
+        "GET", f"/v2/{repo}/manifests/list", headers={"Accept": f"{list_type}, {DOCKER_MANIFEST}"}
+    )
+    assert r.content == docker_list

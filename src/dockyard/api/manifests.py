@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from dockyard.api.context import context
 from dockyard.api.proxying import cache_target, namespace_headers, refuse_writes_to_cache
 from dockyard.api.responses import head_response
 from dockyard.api.routing import Route
-from dockyard.errors import ManifestTooLargeError, UnsupportedError
+from dockyard.errors import ManifestTooLargeError, ManifestUnknownError, UnsupportedError
+from dockyard.oci import mediatypes as mt
 from dockyard.oci.names import validate_name
+from dockyard.registry.manifests import StoredManifest
 
 
 def _manifest_headers(digest: str, media_type: str) -> dict[str, str]:
@@ -20,15 +24,46 @@ def _manifest_headers(digest: str, media_type: str) -> dict[str, str]:
     }
 
 
-async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse:
-    """The manifest exactly as pushed, with its media type and digest."""
-    name = validate_name(route.name)
+async def _fetch(request: web.Request, name: str, reference: str) -> StoredManifest:
     ctx = context(request)
     target = cache_target(request, name)
     if target is not None and ctx.cache is not None:
-        manifest = await ctx.cache.manifest(target, route.argument, name)
-    else:
-        manifest = await ctx.registry.manifests.get(name, route.argument)
+        return await ctx.cache.manifest(target, reference, name)
+    return await ctx.registry.manifests.get(name, reference)
+
+
+async def _negotiate(request: web.Request, name: str, manifest: StoredManifest) -> StoredManifest:
+    """Content negotiation over every `Accept:` line a client sent (merged).
+
+    Manifests are served exactly as pushed. Only a client that names manifest types but not
+    this one is treated differently: for an index it gets the linux/amd64 child when it
+    accepts that child's type (as Distribution does for old clients), otherwise 404.
+    """
+    accepted = mt.parse_accept(request.headers.getall("Accept", []))
+    manifest_types = [a for a in accepted if a in mt.MANIFEST_TYPES]
+    if not manifest_types or manifest.media_type in accepted or "*/*" in accepted:
+        return manifest
+    if manifest.media_type in mt.INDEXES:
+        index = json.loads(manifest.content)
+        for child in index.get("manifests", []):
+            platform = child.get("platform") or {}
+            if (
+                platform.get("os") == "linux"
+                and platform.get("architecture") == "amd64"
+                and child.get("mediaType") in manifest_types
+            ):
+                return await _fetch(request, name, child["digest"])
+    raise ManifestUnknownError(
+        f"the manifest is {manifest.media_type}, which the request's Accept header excludes",
+        detail={"accepted": accepted[:20], "mediaType": manifest.media_type},
+    )
+
+
+async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    """The manifest exactly as pushed, with its media type and digest."""
+    name = validate_name(route.name)
+    target = cache_target(request, name)
+    manifest = await _negotiate(request, name, await _fetch(request, name, route.argument))
     headers = _manifest_headers(str(manifest.digest), manifest.media_type)
     headers.update(namespace_headers(request, target))
     if_none_match = request.headers.get("If-None-Match")
