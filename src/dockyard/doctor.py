@@ -294,9 +294,7 @@ async def _resolve(
         )
 
 
-async def diagnose(
-    text: str, images: list[ImageReference], check_timeout: float = 5.0
-) -> Report:
+async def diagnose(text: str, images: list[ImageReference], check_timeout: float = 5.0) -> Report:
     """All checks for a registries.yaml text and the references to resolve."""
     report = Report()
     _lint(text, report)

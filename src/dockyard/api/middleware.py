@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dockyard.api.context import context
 from dockyard.api.responses import API_VERSION_HEADER, error_response
@@ -54,6 +55,35 @@ async def standard_headers(request: web.Request, handler: Handler) -> web.Stream
     for name, value in context(request).settings.extra_headers:
         response.headers.add(name, value)
     return response
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs every request that is not valid HTTP (a bad request line, an oversize or
+    invalid header) at ERROR with a traceback. That is the client's mistake, and a hostile
+    client could fill the log with tracebacks: one line at INFO says what was refused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True  # anything else is a real error: keep its traceback
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg, record.args = "malformed request refused", ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        # Not what follows the colon: it quotes the request's bytes, credentials included.
+        reason = str(exc.message).split("\n", 1)[0].split(":", 1)[0][:120]
+        record.__dict__["fields"] = {
+            "status": exc.code,
+            "error": type(exc).__name__,
+            "reason": reason,
+            "remote": remote,
+        }
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+# The logger `dockyard serve` gives aiohttp's connection handler.
+protocol_logger = logging.getLogger("dockyard.http")
+protocol_logger.addFilter(_MalformedRequestFilter())
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -43,10 +43,11 @@ class Hosts:
 
     dns_names: tuple[str, ...]
     ip_addresses: tuple[IPAddress, ...]
+    given: tuple[str, ...]  # every name and address, normalized, in the order given
 
     def all(self) -> list[str]:
-        """Every name, in the order given (IP addresses as text)."""
-        return [*self.dns_names, *map(str, self.ip_addresses)]
+        """Every name and address (as text), in the order given."""
+        return list(self.given)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def parse_hosts(values: Sequence[str]) -> Hosts:
     """Split names and IP addresses (`[::1]` allowed); refuse URLs, ports and bad names."""
     dns: list[str] = []
     ips: list[IPAddress] = []
+    given: list[str] = []
     for raw in values:
         value = raw.strip()
         bracketed = value.startswith("[") and value.endswith("]")
@@ -82,12 +84,14 @@ def parse_hosts(values: Sequence[str]) -> Hosts:
             name = _dns_name(raw, value)
             if name not in dns:
                 dns.append(name)
+                given.append(name)
         else:
             if ip not in ips:
                 ips.append(ip)
+                given.append(str(ip))
     if not dns and not ips:
         raise PKIError("give at least one host name or IP address")
-    return Hosts(tuple(dns), tuple(ips))
+    return Hosts(tuple(dns), tuple(ips), tuple(given))
 
 
 def _dns_name(raw: str, value: str) -> str:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from dockyard.api import create_app
 from dockyard.api.context import ApiSettings
-from dockyard.api.middleware import AccessLogger
+from dockyard.api.middleware import AccessLogger, protocol_logger
 from dockyard.auth.authenticator import Authenticator, Challenge
 from dockyard.auth.htpasswd import HtpasswdFile
 from dockyard.auth.rules import DELETE, PULL, PUSH, AccessPolicy, AccessRule
@@ -144,8 +144,12 @@ def api_settings(config: Config, cached: list[str]) -> ApiSettings:
     headers = tuple(
         (name, value) for name, values in config.http.headers.items() for value in values
     )
+    if not any(name.lower() == "x-content-type-options" for name, _value in headers):
+        # Secure by default: browsers must not sniff registry content into something active.
+        headers += (("X-Content-Type-Options", "nosniff"),)
     return ApiSettings(
         extra_headers=headers,
+        body_idle_timeout=parse_duration(config.http.readtimeout),
         catalog_max_entries=config.catalog.maxentries,
         root=config.root,
         cached_prefixes=tuple(cached),
@@ -194,6 +198,7 @@ async def run_server(config: Config) -> None:
         else None,
         shutdown_timeout=parse_duration(config.http.draintimeout),
         handle_signals=False,
+        logger=protocol_logger,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None, backlog=1024)

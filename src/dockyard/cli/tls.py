@@ -16,7 +16,6 @@ from dockyard.auth.pki import (
     issue_server_certificate,
     load_ca,
     parse_hosts,
-    parse_host_list,
     write_file,
 )
 
@@ -101,7 +100,7 @@ def init_command(
     if (ca_cert is None) != (ca_key is None):
         raise click.UsageError("give --ca-cert and --ca-key together")
     try:
-        names = parse_hosts(parse_host_list(hosts))
+        names = parse_hosts(hosts)
     except PKIError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from None
     new_ca = ca_cert is None
