@@ -30,6 +30,7 @@ import oras
 import pytest
 
 from tests.integration.support.server import DockyardServer
+from tests.integration.support.tls import TLSDockyard, tls_init
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -44,8 +45,8 @@ INTERNET_TESTS = [
 ]
 
 # The suite's `with_auth(True)` tests need a registry with Basic auth over TLS, which its
-# conftest enables with ORAS_AUTH=true; Dockyard has no authentication, so the suite's
-# conftest skips exactly these (and nothing else may be skipped).
+# conftest enables with ORAS_AUTH=true: the unauthenticated run skips exactly these, and
+# test_oras_py_suite_in_authenticated_mode runs them.
 AUTH_ONLY_TESTS = {
     "test_oras.py::test_login_logout",
     "test_oras.py::test_directory_push_pull_selfsigned_auth",
@@ -168,3 +169,59 @@ def _access_log(server: DockyardServer) -> list[dict[str, object]]:
         if isinstance(entry, dict) and entry.get("msg") == "request":
             entries.append(entry)
     return entries
+
+
+def test_oras_py_suite_in_authenticated_mode(tmp_path: Path) -> None:
+    """The suite's `ORAS_AUTH=true` mode: Basic authentication over TLS (its tests use
+    `tls_verify=False`, as against a self-signed registry)."""
+    pki = tmp_path / "pki"
+    tls_init(pki)
+    htpasswd = tmp_path / "htpasswd"
+    users = subprocess.run(
+        [sys.executable, "-m", "dockyard", "users", "add", "myuser", "--file", str(htpasswd)],
+        env={**os.environ, "DOCKYARD_PASSWORD": "mypass"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert users.returncode == 0, users.stderr
+    config = tmp_path / "auth.yml"
+    config.write_text(
+        f"http:\n  tls:\n    certificate: {pki / 'registry.crt'}\n    key: {pki / 'registry.key'}\n"
+        f"auth:\n  htpasswd:\n    realm: oras\n    path: {htpasswd}\n"
+    )
+    server = TLSDockyard(tmp_path / "root", config=config).start()
+    try:
+        suite = _copy_suite(tmp_path)
+        junit = tmp_path / "oras-auth-junit.xml"
+        args = [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+            f"--junitxml={junit}", f"--basetemp={tmp_path / 'oras-auth-tmp'}", "test_oras.py",
+        ]  # fmt: skip
+        for test in INTERNET_TESTS:
+            args += ["--deselect", test]
+        env = {
+            **os.environ,
+            "ORAS_HOST": "localhost",
+            "ORAS_PORT": str(server.port),
+            "ORAS_AUTH": "true",
+            "ORAS_USER": "myuser",
+            "ORAS_PASS": "mypass",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        result = subprocess.run(
+            args, cwd=suite, env=env, capture_output=True, text=True, timeout=170
+        )
+        report = f"{result.stdout[-20000:]}\n{result.stderr[-5000:]}"
+        assert result.returncode == 0, report
+        outcomes = _outcomes(junit)
+        passed = {t for t, o in outcomes.items() if o == "passed"}
+        # Exactly the authenticated tests ran and passed; the unauthenticated ones were
+        # skipped by the suite itself.
+        assert passed >= AUTH_ONLY_TESTS, report
+        assert {o for t, o in outcomes.items() if t not in passed} <= {"skipped"}, report
+        entries = [
+            json.loads(line) for line in server.log().splitlines() if '"dockyard.access"' in line
+        ]
+        assert any(e["status"] == 401 for e in entries)  # credentials were really required
+        assert any(e["method"] == "PUT" and e["status"] == 201 for e in entries)
+    finally:
+        server.stop()
