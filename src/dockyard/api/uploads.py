@@ -34,17 +34,22 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
     """The request body as it arrives; a client that stalls is cut off (slowloris)."""
     idle = context(request).settings.body_idle_timeout
     content = request.content
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise BlobUploadInvalidError(
-                f"request body stalled for {idle:g}s; resume the upload from its last offset"
-            ) from None
-        if not chunk:
-            return
-        yield chunk
+    loop = asyncio.get_running_loop()
+    # One deadline for the whole body, pushed back as data arrives: re-arming a timer for
+    # every 64 KiB chunk would cost more than the check is worth on a fast upload.
+    try:
+        async with asyncio.timeout(idle) as deadline:
+            armed = loop.time()
+            while chunk := await content.readany():
+                now = loop.time()
+                if now - armed > idle / 4:
+                    deadline.reschedule(now + idle)
+                    armed = now
+                yield chunk
+    except TimeoutError:
+        raise BlobUploadInvalidError(
+            f"request body stalled for {idle:g}s; resume the upload from its last offset"
+        ) from None
 
 
 def _has_body(request: web.Request) -> bool:

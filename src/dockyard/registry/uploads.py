@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # Bytes gathered from the socket before one write+hash step in a worker thread.
 WRITE_BATCH = 1 << 20
 REHASH_CHUNK = 1 << 20
+TOUCH_INTERVAL = 60.0
 
 
 class QuotaPolicy(Protocol):
@@ -74,6 +75,7 @@ class UploadManager:
         self._clock = clock
         self._states: dict[str, _HashState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._touched: dict[str, float] = {}
 
     def _lock(self, upload_id: str) -> asyncio.Lock:
         # One request at a time per session: PATCHes racing on one session would interleave.
@@ -158,7 +160,7 @@ class UploadManager:
                 raise SizeInvalidError(
                     f"received {received} bytes but the request declared {length}"
                 )
-            await self._db.write(q.touch_upload, row.id)
+            await self._keep_alive(row)
             return UploadStatus(row.id, repo, state.offset)
 
     async def _stream(self, upload_id: str, state: _HashState, body: AsyncIterator[bytes]) -> None:
@@ -235,18 +237,34 @@ class UploadManager:
                 except RegistryError:
                     await self._discard(row.id)
                     raise
+            if size == 0:
+                # No byte ever arrived (an empty blob pushed by POST then PUT): the session
+                # has no staging file yet, and committing needs one.
+                await asyncio.to_thread(self._touch, upload_key(row.id))
             await self._blobs.commit_staged(repo, upload_key(row.id), digest, size, row.id)
             self._forget(row.id)
             return size
+
+    def _touch(self, key: str) -> None:
+        self._driver.open_append(key).close()
 
     async def cancel(self, repo: str, upload_id: str, owner: str | None = None) -> None:
         """Drop a session and its staged bytes."""
         row = await self._row(repo, upload_id, owner)
         await self._discard(row.id)
 
+    async def _keep_alive(self, row: q.UploadRow) -> None:
+        # Keeps an active session from being purged as stale; the purge age is days, so one
+        # write a minute is plenty (not a synced transaction per chunk).
+        now = self._clock()
+        if now - self._touched.get(row.id, row.updated) >= TOUCH_INTERVAL:
+            await self._db.write(q.touch_upload, row.id)
+            self._touched[row.id] = now
+
     def _forget(self, upload_id: str) -> None:
         self._states.pop(upload_id, None)
         self._locks.pop(upload_id, None)
+        self._touched.pop(upload_id, None)
 
     async def _discard(self, upload_id: str) -> None:
         self._forget(upload_id)
