@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -54,10 +56,27 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str, formatter: str, fields: dict[str, Any]) -> None:
-    """Send every `dockyard` logger to stderr in the configured format."""
+class _Prepared(logging.handlers.QueueHandler):
+    """Queues records as they are: formatting happens on the writer thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def configure_logging(
+    level: str, formatter: str, fields: dict[str, Any]
+) -> logging.handlers.QueueListener:
+    """Send every logger to stderr in the configured format, from a writer thread.
+
+    Formatting and writing one JSON line per request is a good share of a small request's
+    cost; a queue moves it off the event loop. Stop the returned listener to flush.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter(fields) if formatter == "text" else JsonFormatter(fields))
+    log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(log_queue, handler)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Prepared(log_queue)]
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    listener.start()
+    return listener

@@ -260,7 +260,7 @@ def serve(config_path: Path | None, addr: str | None, root: Path | None) -> None
         click.echo(f"dockyard: {exc}", err=True)
         raise SystemExit(2) from None
     config = loaded.config
-    configure_logging(config.log.level, config.log.formatter, dict(config.log.fields))
+    listener = configure_logging(config.log.level, config.log.formatter, dict(config.log.fields))
     for warning in loaded.warnings:
         log.warning(warning)
     try:
@@ -271,3 +271,5 @@ def serve(config_path: Path | None, addr: str | None, root: Path | None) -> None
     except OSError as exc:
         click.echo(f"dockyard: cannot serve: {exc}", err=True)
         raise SystemExit(1) from None
+    finally:
+        listener.stop()

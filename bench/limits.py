@@ -1,0 +1,101 @@
+"""The machine's own limits, measured in the same run: loopback TCP, sha256, disk+fsync."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+MIB = 1 << 20
+
+
+def loopback_mb_s(size: int) -> float:
+    """One TCP stream over 127.0.0.1: a sender thread, a receiver with recv_into (MB/s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    chunk = memoryview(os.urandom(MIB))
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                left = size
+                while left > 0:
+                    n = min(left, MIB)
+                    s.sendall(chunk[:n])
+                    left -= n
+        except BaseException as exc:
+            errors.append(exc)
+
+    sender = threading.Thread(target=send, daemon=True)
+    conn = None
+    try:
+        sender.start()
+        listener.settimeout(30)
+        conn, _ = listener.accept()
+        conn.settimeout(60)
+        buffer = bytearray(MIB)
+        received = 0
+        started = time.perf_counter()
+        while received < size:
+            n = conn.recv_into(buffer)
+            if not n:
+                break
+            received += n
+        seconds = time.perf_counter() - started
+    finally:
+        sender.join(60)
+        if conn is not None:
+            conn.close()
+        listener.close()
+    if errors:
+        raise errors[0]
+    if received != size:
+        raise RuntimeError(f"loopback test received {received} of {size} bytes")
+    return size / seconds / 1e6
+
+
+def sha256_mb_s(size: int) -> float:
+    """hashlib.sha256 over `size` bytes in 1 MiB chunks (MB/s)."""
+    chunk = memoryview(os.urandom(MIB))
+    h = hashlib.sha256()
+    started = time.perf_counter()
+    left = size
+    while left > 0:
+        n = min(left, MIB)
+        h.update(chunk[:n])
+        left -= n
+    return size / (time.perf_counter() - started) / 1e6
+
+
+def disk_mb_s(directory: Path, size: int) -> float:
+    """Write `size` bytes in 1 MiB chunks to a new file and fsync it (MB/s, fsync included)."""
+    chunk = memoryview(os.urandom(MIB))
+    path = directory / "disk-test.bin"
+    os.sync()
+    started = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        left = size
+        while left > 0:
+            n = os.write(fd, chunk[: min(left, MIB)])
+            left -= n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    path.unlink()
+    return size / seconds / 1e6
+
+
+def measure(directory: Path, size: int) -> dict[str, float]:
+    return {
+        "loopback_tcp_mb_s": loopback_mb_s(size),
+        "sha256_mb_s": sha256_mb_s(size),
+        "disk_write_fsync_mb_s": disk_mb_s(directory, size),
+    }

@@ -1,0 +1,71 @@
+"""The benchmark itself still runs: tiny sizes, one round, every section (no timing checks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SECTIONS = ("limits", "push", "pull", "requests", "fanout", "pullthrough", "rss", "gc", "targets")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (scripts/test.sh)")
+@pytest.mark.timeout(120)
+def test_quick_benchmark_writes_every_section_and_a_chart(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--tmp",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    result = json.loads((tmp_path / "bench-quick.json").read_text())
+    for section in SECTIONS:
+        assert result.get(section), f"section {section!r} missing or empty"
+    for section, metric in (
+        ("push", "monolithic_mb_s"),
+        ("push", "chunked_mb_s"),
+        ("pull", "warm_mb_s"),
+        ("requests", "manifest_get_c1_req_s"),
+        ("requests", "blob_head_c1_p99_ms"),
+        ("fanout", "aggregate_mb_s"),
+        ("pullthrough", "upstream_x_image"),
+    ):
+        entry = result[section][metric]
+        for server in ("dockyard", "distribution"):
+            assert entry[server]["median"] is not None, (section, metric, server)
+        assert entry["ratio"] is not None
+    for phase in ("push_monolithic", "pull_warm", "requests", "fanout", "pullthrough"):
+        assert result["rss"][phase]["dockyard"]["median"] > 0
+        assert result["rss"][phase]["distribution"]["median"] > 0
+    for key in ("loopback_tcp_mb_s", "sha256_mb_s", "disk_write_fsync_mb_s"):
+        assert result["limits"][key]["median"] > 0
+    assert result["gc"]["gc"]["manifests"] > 0
+    assert result["gc"]["latency_during_gc"]["requests"] > 0
+    assert {t["target"] for t in result["targets"]}
+    meta = result["meta"]
+    assert meta["machine"]["nproc"] >= 1 and meta["machine"]["kernel"]
+
+    png = tmp_path / "bench-quick.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Dockyard" in out.stdout and "targets" in out.stdout
