@@ -199,6 +199,8 @@ async def run_server(config: Config) -> None:
         shutdown_timeout=parse_duration(config.http.draintimeout),
         handle_signals=False,
         logger=protocol_logger,
+        # A larger socket read buffer lets an upload keep arriving while a batch is written.
+        read_bufsize=1 << 18,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None, backlog=1024)

@@ -28,6 +28,7 @@ from dockyard.metadata import queries as q
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.registry.blobs import LocalBlobStore
 from dockyard.registry.paths import upload_key
+from dockyard.registry.pipeline import OrderedWriter
 from dockyard.storage import BlobDriver
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ class UploadManager:
 
         pending = bytearray()
         chunks = aiter(body)
+        writes = OrderedWriter(write)
         try:
             while True:
                 try:
@@ -184,15 +186,18 @@ class UploadManager:
                     # The client stalled or went away: keep what arrived, so the upload
                     # resumes from there (its offset is what GET on the session reports).
                     if pending:
-                        await asyncio.to_thread(write, pending)
+                        await writes.submit(pending)
+                    await writes.close()
                     raise
                 pending += chunk
                 if len(pending) >= WRITE_BATCH:
                     data, pending = pending, bytearray()
-                    await asyncio.to_thread(write, data)
+                    await writes.submit(data)
             if pending:
-                await asyncio.to_thread(write, pending)
+                await writes.submit(pending)
+            await writes.close()
         finally:
+            await writes.settle()
             await asyncio.to_thread(writer.close)
 
     async def _rollback(self, upload_id: str, state: _HashState, size: int) -> None:
