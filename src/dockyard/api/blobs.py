@@ -7,6 +7,7 @@ from aiohttp import web
 from dockyard.api.context import context
 from dockyard.api.proxying import (
     cache_target,
+    local_blob_repository,
     namespace_headers,
     refuse_writes_to_cache,
     stream_download,
@@ -50,6 +51,8 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
             name = target.local_name
         else:
             name = source.repository
+    else:
+        name = await local_blob_repository(request, name, digest)
     info, fobj = await ctx.registry.blobs.open(name, digest)
     try:
         selected = parse_range(request.headers.get("Range"), info.size)
@@ -75,6 +78,7 @@ async def head_blob(request: web.Request, route: Route) -> web.StreamResponse:
     headers = _blob_headers(digest) | namespace_headers(request, target)
     if target is not None and ctx.cache is not None:
         return head_response(await ctx.cache.blob_size(target, digest, name), headers)
+    name = await local_blob_repository(request, name, digest)
     info = await ctx.registry.blobs.stat(name, digest)
     return head_response(info.size, headers)
 

@@ -7,7 +7,12 @@ import json
 from aiohttp import web
 
 from dockyard.api.context import context
-from dockyard.api.proxying import cache_target, namespace_headers, refuse_writes_to_cache
+from dockyard.api.proxying import (
+    cache_target,
+    local_manifest,
+    namespace_headers,
+    refuse_writes_to_cache,
+)
 from dockyard.api.responses import head_response
 from dockyard.api.routing import Route
 from dockyard.errors import ManifestTooLargeError, ManifestUnknownError, UnsupportedError
@@ -29,7 +34,7 @@ async def _fetch(request: web.Request, name: str, reference: str) -> StoredManif
     target = cache_target(request, name)
     if target is not None and ctx.cache is not None:
         return await ctx.cache.manifest(target, reference, name)
-    return await ctx.registry.manifests.get(name, reference)
+    return await local_manifest(request, name, reference)
 
 
 async def _negotiate(request: web.Request, name: str, manifest: StoredManifest) -> StoredManifest:

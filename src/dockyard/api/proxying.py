@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockyard.api.context import context
-from dockyard.errors import UnsupportedError
+from dockyard.errors import BlobUnknownError, ManifestUnknownError, UnsupportedError
+from dockyard.oci.digest import Digest
 from dockyard.proxy.fetcher import Download
-from dockyard.proxy.router import ProxyTarget
+from dockyard.proxy.router import ProxyTarget, imported_repository
+from dockyard.registry.manifests import StoredManifest
 
 
 def cache_target(request: web.Request, name: str) -> ProxyTarget | None:
@@ -16,6 +18,30 @@ def cache_target(request: web.Request, name: str) -> ProxyTarget | None:
     if cache is None:
         return None
     return cache.route(name, request.query.get("ns"))
+
+
+async def local_manifest(request: web.Request, name: str, reference: str) -> StoredManifest:
+    """A manifest of a request no upstream takes: from `<ns>/<name>` (imported), then `name`."""
+    manifests = context(request).registry.manifests
+    imported = imported_repository(name, request.query.get("ns"))
+    if imported is not None:
+        try:
+            return await manifests.get(imported, reference)
+        except ManifestUnknownError:
+            pass
+    return await manifests.get(name, reference)
+
+
+async def local_blob_repository(request: web.Request, name: str, digest: Digest) -> str:
+    """The local repository a blob request no upstream takes reads from (as for manifests)."""
+    imported = imported_repository(name, request.query.get("ns"))
+    if imported is not None:
+        try:
+            await context(request).registry.blobs.stat(imported, digest)
+            return imported
+        except BlobUnknownError:
+            pass
+    return name
 
 
 def refuse_writes_to_cache(request: web.Request, name: str) -> None:

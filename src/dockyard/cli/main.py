@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dockyard import __version__
+from dockyard.cli.airgap import export, import_
 from dockyard.cli.cache import cache
 from dockyard.cli.doctor import doctor
 from dockyard.cli.k3s import k3s
@@ -23,6 +24,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(cache)
+cli.add_command(export)
+cli.add_command(import_)
 cli.add_command(k3s)
 cli.add_command(k8s)
 cli.add_command(df)

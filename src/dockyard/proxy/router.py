@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dockyard.proxy.upstream import UpstreamClient
+from dockyard.errors import RegistryError
+from dockyard.oci.names import validate_name
+from dockyard.proxy.upstream import DOCKER_HUB_HOSTS, UpstreamClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +59,28 @@ class Router:
         """Whether writes to this name must be refused (it belongs to an upstream)."""
         target = self.route(name, ns)
         return target is not None and not target.fallback
+
+
+def imported_repository(name: str, ns: str | None) -> str | None:
+    """`<ns>/<name>` for a request routed by `?ns=` to no upstream, or None.
+
+    `dockyard import` stores `docker.io/library/nginx:1.27` in `docker.io/library/nginx`,
+    the name the cache uses for docker.io. When no docker.io upstream is configured (an
+    air-gapped site), containerd's `GET /v2/library/nginx/...?ns=docker.io` is answered from
+    that repository first and from the plain name `library/nginx` after it.
+    """
+    if not ns:
+        return None
+    registry = ns.lower()
+    if registry in DOCKER_HUB_HOSTS:
+        registry = "docker.io"
+        if "/" not in name:
+            name = f"library/{name}"
+    if name.startswith(f"{registry}/"):
+        return None  # the client named the registry in the path already
+    qualified = f"{registry}/{name}"
+    try:
+        validate_name(qualified)  # a registry with a port cannot start a repository name
+    except RegistryError:
+        return None
+    return qualified

@@ -90,13 +90,14 @@ class LocalBlobStore:
 
     async def commit_staged(
         self,
-        repo: str,
+        repo: str | None,
         staging_key: str,
         digest: Digest,
         size: int,
         upload_id: str | None = None,
     ) -> None:
-        """Publish verified staged bytes as a blob of `repo`.
+        """Publish verified staged bytes as a blob of `repo` (None: of no repository yet;
+        imports link it when they write the manifest that needs it).
 
         The bytes are synced first; the rename and the metadata row then happen inside one
         write transaction, so garbage collection (which removes a file only while holding
@@ -106,6 +107,9 @@ class LocalBlobStore:
 
         def record(conn: sqlite3.Connection) -> None:
             self._driver.commit(staging_key, blob_key(digest))
+            if repo is None:
+                q.insert_blob(conn, str(digest), size)
+                return
             q.commit_blob(conn, upload_id, q.ensure_repository(conn, repo), str(digest), size)
 
         await self._db.write(record)
