@@ -18,12 +18,11 @@ from dockyard.airgap.remote import RegistryReader
 from dockyard.airgap.report import ImportReport
 from dockyard.airgap.store import ImportStore
 from dockyard.airgap.writer import TarBundleWriter
-from dockyard.cli.common import config_options, human_bytes, load_or_exit
+from dockyard.cli.common import config_options, human_bytes, image_references, load_or_exit
 from dockyard.config import Config
 from dockyard.errors import RegistryError
 from dockyard.metadata import Database
 from dockyard.oci.names import validate_name
-from dockyard.oci.reference import ImageReference, parse_image_reference
 from dockyard.registry import Registry
 from dockyard.storage import FilesystemDriver
 
@@ -45,21 +44,6 @@ class _LazyBar:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
-
-
-def _references(refs: tuple[str, ...], list_file: Any) -> list[ImageReference]:
-    texts = list(refs)
-    if list_file is not None:
-        for line in list_file:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                texts.append(line)
-    if not texts:
-        raise click.UsageError("name at least one image reference (or --file)")
-    try:
-        return [parse_image_reference(t) for t in texts]
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 @click.command("export")
@@ -111,7 +95,7 @@ def export(
     the `ns` of their registry, so cached upstream images are pulled through the cache
     where needed, and every digest is checked while the bundle is written.
     """
-    parsed = _references(refs, list_file)
+    parsed = image_references(refs, list_file)
     reader = RegistryReader(registry)
     exporter = Exporter(reader, platforms, docker_archive=kind == "docker-archive")
     try:

@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import click
 
-from dockyard.cli.common import config_options, human_bytes, load_or_exit
+from dockyard.cli.common import config_options, human_bytes, image_references, load_or_exit
 from dockyard.metadata import queries as q
 from dockyard.oci import mediatypes as mt
-from dockyard.oci.reference import ImageReference, parse_image_reference
+from dockyard.oci.reference import ImageReference
 from dockyard.proxy.upstream import MANIFEST_ACCEPT, upstreams_from_config
 
 
@@ -195,18 +195,7 @@ def cache_warm(
     registry.k8s.io/pause@sha256:...). Each is fetched through the running Dockyard with
     the `ns` of its registry, exactly as containerd would, so the cache stores it.
     """
-    texts = list(refs)
-    if list_file is not None:
-        for line in list_file:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                texts.append(line)
-    if not texts:
-        raise click.UsageError("name at least one image reference (or --file)")
-    try:
-        parsed = [parse_image_reference(t) for t in texts]
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    parsed = image_references(refs, list_file)
     try:
         total = asyncio.run(_warm(registry, parsed, platforms))
     except aiohttp.ClientError as exc:

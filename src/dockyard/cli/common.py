@@ -10,6 +10,7 @@ import click
 
 from dockyard.config import Config, ConfigError, load_config, parse_duration
 from dockyard.metadata import Database
+from dockyard.oci.reference import ImageReference, parse_image_reference
 from dockyard.ops.retention import RetentionRule
 from dockyard.proxy.upstream import upstreams_from_config
 from dockyard.storage import FilesystemDriver
@@ -79,3 +80,19 @@ def retention_rules(config: Config) -> tuple[RetentionRule, ...]:
         )
         for r in config.storage.retention
     )
+
+
+def image_references(refs: tuple[str, ...], list_file: Any) -> list[ImageReference]:
+    """REFS plus the lines of --file (`#` starts a comment), parsed; UsageError if none."""
+    texts = list(refs)
+    if list_file is not None:
+        for line in list_file:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                texts.append(line)
+    if not texts:
+        raise click.UsageError("name at least one image reference (or --file)")
+    try:
+        return [parse_image_reference(t) for t in texts]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from dockyard.metadata.queries import like_prefix
+
 # Manifests kept by tags, and everything a kept manifest keeps: the child manifests of an
 # index, and its referrers (manifests whose subject it is), transitively.
 _KEPT_MANIFESTS = """
@@ -189,7 +191,7 @@ def store_totals(conn: sqlite3.Connection, cached_prefixes: list[str]) -> tuple[
     if not cached_prefixes:
         return int(count), 0, int(total)
     is_cached = " OR ".join("r.name LIKE ? ESCAPE '\\'" for _ in cached_prefixes)
-    patterns = [_like_prefix(p) for p in cached_prefixes]
+    patterns = [like_prefix(p) for p in cached_prefixes]
     (cached,) = conn.execute(
         f"""
         SELECT COALESCE(SUM(b.size), 0) FROM blobs b
@@ -212,16 +214,12 @@ def repository_count(conn: sqlite3.Connection) -> int:
     return int(count)
 
 
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 # -- cache eviction -------------------------------------------------------------------------
 
 
 def _cached_clause(prefixes: list[str], alias: str = "r") -> tuple[str, list[str]]:
     clause = " OR ".join(f"{alias}.name LIKE ? ESCAPE '\\'" for _ in prefixes) or "0"
-    return f"({clause})", [_like_prefix(p) for p in prefixes]
+    return f"({clause})", [like_prefix(p) for p in prefixes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +334,6 @@ def pushed_bytes_under(conn: sqlite3.Connection, prefix: str, cached: list[str])
         "SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE EXISTS "
         "(SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id "
         f"WHERE rb.digest = b.digest AND r.name LIKE ? ESCAPE '\\' AND NOT {clause})",
-        [_like_prefix(prefix), *params],
+        [like_prefix(prefix), *params],
     ).fetchone()
     return int(total)

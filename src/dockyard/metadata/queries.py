@@ -49,6 +49,11 @@ class ManifestWrite:
     children: tuple[str, ...]
 
 
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (with ESCAPE '\\') matching names that start with `prefix`."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 # -- repositories -------------------------------------------------------------------------
 
 
@@ -115,14 +120,14 @@ def repository_usage(conn: sqlite3.Connection, prefix: str = "") -> list[Reposit
         " JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id), "
         "(SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repo_id = r.id), "
         "r.last_pull FROM repositories r WHERE r.name LIKE ? ESCAPE '\\' ORDER BY r.name",
-        (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+        (like_prefix(prefix),),
     ).fetchall()
     return [RepositoryUsage(*row) for row in rows]
 
 
 def distinct_blob_bytes(conn: sqlite3.Connection, prefix: str) -> int:
     """Bytes of the distinct blobs linked to repositories under a name prefix."""
-    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = like_prefix(prefix)
     row = conn.execute(
         "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN ("
         "SELECT rb.digest FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id "
