@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
@@ -38,6 +39,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ClientPayloadError as exc:
         # The client stopped sending mid-body; it is usually gone, but answer anyway.
         return error_response(BlobUploadInvalidError(f"incomplete request body: {exc}"))
+    except web.RequestPayloadError as exc:
+        # A body aiohttp cannot decode: a wrong Content-Encoding or chunked framing.
+        cause = exc.__cause__
+        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        return error_response(BlobUploadInvalidError(f"unreadable request body: {reason}"))
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLargeError())
     except (web.HTTPException, ConnectionResetError, BrokenPipeError):
@@ -59,11 +65,15 @@ async def standard_headers(request: web.Request, handler: Handler) -> web.Stream
 
 class _MalformedRequestFilter(logging.Filter):
     """aiohttp logs every request that is not valid HTTP (a bad request line, an oversize or
-    invalid header) at ERROR with a traceback. That is the client's mistake, and a hostile
-    client could fill the log with tracebacks: one line at INFO says what was refused."""
+    invalid header, a body it cannot decode) at ERROR with a traceback. That is the client's
+    mistake, and a hostile client could fill the log with tracebacks: one line at INFO says
+    what was refused."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.RequestPayloadError):
+            # An unread body aiohttp drains after the response, and cannot decode.
+            exc = exc.__cause__
         if not isinstance(exc, HttpProcessingError):
             return True  # anything else is a real error: keep its traceback
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
@@ -86,21 +96,34 @@ protocol_logger = logging.getLogger("dockyard.http")
 protocol_logger.addFilter(_MalformedRequestFilter())
 
 
-class AccessLogger(AbstractAccessLogger):
-    """One structured line per finished request: method, path, status, bytes, duration."""
+class AccessSink(Protocol):
+    def request(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        size: int,
+        seconds: float,
+        remote: str | None,
+        user_agent: str,
+    ) -> None:
+        """Record one finished request."""
 
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "request",
-            extra={
-                "fields": {
-                    "method": request.method,
-                    "path": request.path_qs,
-                    "status": response.status,
-                    "bytes": 0 if request.method == "HEAD" else response.content_length or 0,
-                    "duration_ms": round(time * 1000, 3),
-                    "remote": request.remote,
-                    "user_agent": request.headers.get("User-Agent", ""),
-                }
-            },
-        )
+
+def access_logger_for(sink: AccessSink) -> type[AbstractAccessLogger]:
+    """aiohttp's access-logger hook, writing one structured line per request to `sink`."""
+
+    class AccessLogger(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            method = request.method
+            sink.request(
+                method,
+                request.path_qs,
+                response.status,
+                0 if method == "HEAD" else response.content_length or 0,
+                time,
+                request.remote,
+                request.headers.get("User-Agent", ""),
+            )
+
+    return AccessLogger

@@ -27,6 +27,8 @@ class JsonFormatter(logging.Formatter):
         self._static = static_fields
 
     def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "preformatted", False):
+            return record.getMessage()
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -47,6 +49,8 @@ class TextFormatter(logging.Formatter):
         self._static = static_fields
 
     def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "preformatted", False):
+            return record.getMessage()
         fields = {**self._static, **getattr(record, "fields", {})}
         pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
         line = f"{self.formatTime(record)} {record.levelname.lower()} {record.name}: "
@@ -80,3 +84,75 @@ def configure_logging(
     root.setLevel(_LEVELS.get(level, logging.INFO))
     listener.start()
     return listener
+
+
+class AccessLogSink:
+    """Access-log lines built cheaply on the event loop and handed over in batches.
+
+    One LogRecord per request, formatted on another thread, still costs a large share of a
+    small request; here a line is a few string operations, and `flush` (run every fraction
+    of a second) passes the batch to the logging thread as one pre-formatted record.
+    """
+
+    def __init__(self, formatter: str, static_fields: dict[str, Any]) -> None:
+        self._text = formatter == "text"
+        self._static = static_fields
+        self._static_json = "".join(
+            f", {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in static_fields.items()
+        )
+        self._lines: list[str] = []
+        self._second = -1
+        self._stamp = ""
+        self._logger = logging.getLogger("dockyard.access")
+
+    def _time(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        size: int,
+        seconds: float,
+        remote: str | None,
+        user_agent: str,
+    ) -> None:
+        now = time.time()
+        duration = round(seconds * 1000, 3)
+        if self._text:
+            fields = {
+                **self._static,
+                "method": method,
+                "path": path,
+                "status": status,
+                "bytes": size,
+                "duration_ms": duration,
+                "remote": remote,
+                "user_agent": user_agent,
+            }
+            pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
+            self._lines.append(f"{self._time(now)} info dockyard.access: request {pairs}")
+            return
+        self._lines.append(
+            f'{{"time": "{self._time(now)}", "level": "info", "logger": "dockyard.access", '
+            f'"msg": "request"{self._static_json}, "method": {json.dumps(method)}, '
+            f'"path": {json.dumps(path)}, "status": {status}, "bytes": {size}, '
+            f'"duration_ms": {duration}, "remote": {json.dumps(remote)}, '
+            f'"user_agent": {json.dumps(user_agent)}}}'
+        )
+
+    def flush(self) -> None:
+        """Hand the lines gathered so far to the log writer."""
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        record = self._logger.makeRecord(
+            self._logger.name, logging.INFO, __file__, 0, "\n".join(lines), (), None
+        )
+        record.preformatted = True
+        self._logger.handle(record)

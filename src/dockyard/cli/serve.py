@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -13,14 +14,14 @@ from aiohttp import web
 
 from dockyard.api import create_app
 from dockyard.api.context import ApiSettings
-from dockyard.api.middleware import AccessLogger, protocol_logger
+from dockyard.api.middleware import access_logger_for, protocol_logger
 from dockyard.auth.authenticator import Authenticator, Challenge
 from dockyard.auth.htpasswd import HtpasswdFile
 from dockyard.auth.rules import DELETE, PULL, PUSH, AccessPolicy, AccessRule
 from dockyard.auth.tls import build_server_tls
 from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 from dockyard.cli.common import cached_prefixes, retention_rules
-from dockyard.cli.logs import configure_logging
+from dockyard.cli.logs import AccessLogSink, configure_logging
 from dockyard.config import (
     Config,
     ConfigError,
@@ -176,6 +177,12 @@ def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
     return PullThroughCache(registry, Router(clients, default))
 
 
+async def _flush_access_log(access: AccessLogSink, interval: float = 0.1) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        access.flush()
+
+
 async def run_server(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
     tls = build_server_tls(config.http.tls)
@@ -190,11 +197,13 @@ async def run_server(config: Config) -> None:
         build_authenticator(config),
     )
     host, port = parse_addr(config.http.addr)
+    access = AccessLogSink(config.log.formatter, dict(config.log.fields))
+    access_logger = logging.getLogger("dockyard.access")
     runner = web.AppRunner(
         app,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("dockyard.access")
-        if not config.log.accesslog.disabled
+        access_log_class=access_logger_for(access),
+        access_log=access_logger
+        if not config.log.accesslog.disabled and access_logger.isEnabledFor(logging.INFO)
         else None,
         shutdown_timeout=parse_duration(config.http.draintimeout),
         handle_signals=False,
@@ -216,11 +225,16 @@ async def run_server(config: Config) -> None:
     maintenance.start()
     if tls is not None:
         tls.start()
+    flusher = asyncio.create_task(_flush_access_log(access))
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests")
     finally:
         await runner.cleanup()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        access.flush()
         await maintenance.stop()
         if tls is not None:
             await tls.stop()
