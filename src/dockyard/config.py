@@ -480,7 +480,7 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
             node = child
         try:
             node[path[-1]] = yaml.safe_load(value) if value else value
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             # Not YAML (`@secret`, `[x`): Distribution takes such values as plain text.
             node[path[-1]] = value
 
@@ -521,10 +521,14 @@ def load_config(
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path} is nested too deeply") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from dockyard.api import base, blobs, discovery, manifests, uploads, usage
 from dockyard.api.auth import TOKEN_PATH, authenticate, token_endpoint
@@ -80,16 +80,28 @@ def create_app(
     context = ApiContext(registry, settings or ApiSettings(), cache, maintenance, auth)
     app[CONTEXT] = context
     app[METRICS] = Metrics(context)
-    app.router.add_route("*", "/v2", dispatch_base)
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
-    app.router.add_get("/healthz", base.healthz)
-    app.router.add_get("/readyz", base.readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/dockyard/api/v1/usage", usage.usage_endpoint)
-    app.router.add_route("GET", TOKEN_PATH, token_endpoint)
-    app.router.add_route("POST", TOKEN_PATH, token_endpoint)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    router = app.router
+    router.add_route("*", "/v2", dispatch_base, expect_handler=expect)
+    # `[\s\S]`, not `.`: a path with an encoded newline (%0A) must reach the API's 404 too.
+    router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch, expect_handler=expect)
+    router.add_get("/healthz", base.healthz, expect_handler=expect)
+    router.add_get("/readyz", base.readyz, expect_handler=expect)
+    router.add_get("/metrics", metrics_endpoint, expect_handler=expect)
+    router.add_get("/dockyard/api/v1/usage", usage.usage_endpoint, expect_handler=expect)
+    router.add_route("GET", TOKEN_PATH, token_endpoint, expect_handler=expect)
+    router.add_route("POST", TOKEN_PATH, token_endpoint, expect_handler=expect)
+    router.add_route("*", r"/{tail:[\s\S]*}", not_found, expect_handler=expect)
     return app
+
+
+async def expect(request: web.Request) -> None:
+    """`Expect: 100-continue` as aiohttp answers it. Other expectations are ignored, as
+    RFC 9110 allows, instead of aiohttp's plain-text 417 outside the API's error format."""
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == (
+        "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the body proper has not started
 
 
 async def dispatch_base(request: web.Request) -> web.StreamResponse:

@@ -17,12 +17,19 @@ from dockyard.api.routing import Resource, Route, match
 from dockyard.auth.authenticator import Authenticator, Identity
 from dockyard.auth.rules import DELETE, PULL, PUSH
 from dockyard.auth.tokens import parse_scopes
-from dockyard.errors import DeniedError, UnauthorizedError
+from dockyard.errors import DeniedError, NotFoundError, RegistryError, UnauthorizedError
+from dockyard.oci.names import validate_name
 
-IDENTITY = "dockyard.identity"
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("dockyard_identity", Identity)
 TOKEN_PATH = "/dockyard/auth/token"
 
 _READS = ("GET", "HEAD")
+
+
+class TokenRequestInvalidError(RegistryError):
+    code = "UNSUPPORTED"
+    status = 400
+    default_message = "malformed token request: send an application/x-www-form-urlencoded form"
 
 
 def required_action(route: Route, method: str) -> str | None:
@@ -40,8 +47,7 @@ def required_action(route: Route, method: str) -> str | None:
 
 def identity(request: web.Request) -> Identity | None:
     """Who made the request (None when authentication is off)."""
-    found = request.get(IDENTITY)
-    return found if isinstance(found, Identity) else None
+    return request.get(IDENTITY)
 
 
 def may(request: web.Request, repository: str, action: str) -> bool:
@@ -88,6 +94,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         if who.anonymous and not auth.policy.anonymous_can_pull_somewhere():
             raise _unauthorized(auth, request, "registry:catalog:*", "authentication required")
         return await handler(request)
+    # Before the name goes into a challenge header: aiohttp refuses to send a control
+    # character there, and the client would get a dropped connection instead of a 400.
+    validate_name(route.name)
     action = required_action(route, request.method)
     if action is None or action in auth.allowed(who, route.name):
         return await handler(request)
@@ -103,11 +112,14 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
     """The built-in token service: GET with Basic credentials, or OAuth2 password POST."""
     auth = context(request).auth
     if auth is None or auth.issuer is None:
-        raise web.HTTPNotFound()
+        raise NotFoundError(detail={"path": request.path})
     user: str | None = None
     scopes = request.query.getall("scope", [])
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError:  # a multipart body without its boundary, bytes that are not UTF-8
+            raise TokenRequestInvalidError() from None
         if form.get("grant_type") == "password":
             name, password = str(form.get("username", "")), str(form.get("password", ""))
             if not auth.check_password(name, password):

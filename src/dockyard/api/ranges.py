@@ -15,6 +15,12 @@ class UnsatisfiableRange(Exception):
     """A syntactically valid Range that selects nothing in this blob (a 416)."""
 
 
+def _position(digits: str) -> int:
+    """A byte position; past 19 digits it is beyond any blob (and int() refuses 4300+)."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 19 else 2**63
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The (start, end-inclusive) a `Range` header selects, or None for the whole blob.
 
@@ -30,12 +36,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise UnsatisfiableRange
         return max(size - suffix, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _position(first)
+    end = _position(last) if last else size - 1
     if last and end < start:
         return None  # invalid syntax per RFC 9110: ignore the header
     if start >= size:

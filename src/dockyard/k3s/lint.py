@@ -340,6 +340,18 @@ def lint_registries(text: str, file_exists: Callable[[str], bool] | None = None)
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         return sort_findings(_with_syntax_error(text, exc, findings))
+    except RecursionError:
+        deep = Finding(
+            "yaml-syntax",
+            "error",
+            1,
+            1,
+            "the YAML is nested too deeply to read",
+            "registries.yaml needs a few levels (mirrors, configs and their fields); a "
+            "document nested hundreds of levels deep is not one.",
+            "remove the nesting.",
+        )
+        return sort_findings([*findings, deep])
     for extra in documents[1:]:
         line, column = position(extra)
         findings.append(

@@ -139,7 +139,12 @@ def scalar_bool(node: yaml.ScalarNode) -> bool | None:
 
 def flatten(node: yaml.MappingNode) -> yaml.MappingNode:
     """Apply `<<` merge keys in place, as yaml.v2 does."""
-    yaml.SafeLoader("").flatten_mapping(node)
+    try:
+        yaml.SafeLoader("").flatten_mapping(node)
+    except yaml.MarkedYAMLError as exc:  # `<<: [1]`: only mappings can be merged
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise RegistriesError(str(exc.problem or exc), line, column) from None
     return node
 
 
@@ -243,6 +248,8 @@ def compose(text: str) -> yaml.Node | None:
         raise RegistriesError(str(exc.problem or exc), line, column) from None
     except yaml.YAMLError as exc:
         raise RegistriesError(str(exc)) from None
+    except RecursionError:
+        raise RegistriesError("the YAML is nested too deeply") from None
     return None
 
 

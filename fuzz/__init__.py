@@ -1,0 +1,1 @@
+"""Fuzzing: invariants (checks.py), the HTTP target and one atheris harness per parser."""

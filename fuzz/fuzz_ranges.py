@@ -1,0 +1,35 @@
+"""Atheris harness: `Range` and `Content-Range` headers (dockyard.api.ranges).
+
+Run: .venv/bin/python fuzz/fuzz_ranges.py [-max_total_time=SECONDS] [-runs=N] [CORPUS_DIR ...]
+(fuzz/run_all.sh runs every harness with its seeds). A crash is an input that breaks an
+invariant of fuzz/checks.py; libFuzzer saves it as crash-<sha1> and stops.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+with atheris.instrument_imports(include=["dockyard", "fuzz"]):
+    from fuzz import checks
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def test_one_input(data: bytes) -> None:
+    # First line: the blob size; the rest: the header.
+    size_text, _, header = _text(data).partition("\n")
+    size = int(size_text) if size_text.isdecimal() and len(size_text) <= 19 else len(header)
+    checks.check_range(header, size)
+    checks.check_content_range(header)
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
