@@ -338,10 +338,11 @@ def test_skopeo_and_podman_with_credentials(
         subprocess.run(["rm", "-rf", f"/tmp/pa-{server.port}"], check=False)
 
 
+@pytest.mark.parametrize("mode", ["basic", "token"])
 def test_containerd_with_credentials_in_config_toml(
-    tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
+    mode: str, tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
 ) -> None:
-    server = _start(tmp_path, dockyard_factory, tokens=False)
+    server = _start(tmp_path, dockyard_factory, tokens=mode == "token")
     layout = tmp_path / "oci"
     build_image(layout, "v1")
     run(
@@ -375,3 +376,6 @@ def test_containerd_with_credentials_in_config_toml(
     ]
     assert 401 in manifest_requests
     assert 200 in manifest_requests
+    if mode == "token":
+        token_requests = [line for line in lines if line["path"].startswith("/dockyard/auth/token")]
+        assert token_requests and all(line["status"] == 200 for line in token_requests)
