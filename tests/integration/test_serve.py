@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -289,3 +290,37 @@ def test_stalled_body_is_cut_off_and_resumable(
         sock.close()
     status = client.request("GET", location)
     assert status.headers["Range"] == "0-9"  # the bytes that arrived are kept
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    root = tmp_path / "root"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "serve", "--addr", f"127.0.0.1:{port}",
+         "--root", str(root), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+        client = RegistryClient(f"http://127.0.0.1:{port}")
+        images = [client.push_image("workers/app", f"v{i}") for i in range(6)]
+        # New connections land on either worker: everything committed is visible to both.
+        for image in images:
+            fresh = RegistryClient(f"http://127.0.0.1:{port}")
+            assert fresh.request("GET", f"/v2/workers/app/manifests/{image.digest}").content == (
+                image.body
+            )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0
+    assert output.count('"msg": "listening"') == 2
+    assert output.count('"msg": "stopped"') == 2
+
+
+def test_workers_refused_with_the_cache(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.yml"
+    config.write_text("proxy:\n  remoteurl: http://127.0.0.1:9\n")
+    result = _serve(tmp_path, "--workers", "2", config=config.read_text())
+    assert result.returncode == 2
+    assert "--workers" in result.stderr

@@ -22,6 +22,7 @@ from dockyard.auth.tls import build_server_tls
 from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import AccessLogSink, configure_logging
+from dockyard.cli.workers import run_workers
 from dockyard.config import (
     Config,
     ConfigError,
@@ -104,8 +105,8 @@ def build_authenticator(config: Config) -> Authenticator | None:
     return Authenticator(policy, challenge, htpasswd, verifier, issuer)
 
 
-def build_maintenance(config: Config, registry: Registry) -> Maintenance:
-    """The periodic jobs the config asks for."""
+def build_maintenance(config: Config, registry: Registry, primary: bool = True) -> Maintenance:
+    """The periodic jobs the config asks for (only bookkeeping flushes unless `primary`)."""
     gc = config.storage.gc
     purging = config.storage.maintenance.uploadpurging
     budget = config.proxy.cache
@@ -138,6 +139,8 @@ def build_maintenance(config: Config, registry: Registry) -> Maintenance:
         eviction_interval=parse_duration(budget.interval) if evictor else None,
     )
     collector = GarbageCollector(registry.db, registry.driver) if gc.enabled else None
+    if not primary:
+        return Maintenance(registry, Schedule(upload_max_age=None))
     return Maintenance(registry, schedule, collector, evictor)
 
 
@@ -183,12 +186,16 @@ async def _flush_access_log(access: AccessLogSink, interval: float = 0.1) -> Non
         access.flush()
 
 
-async def run_server(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database."""
+async def run_server(config: Config, worker_index: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database.
+
+    With a `worker_index` this is one of several `--workers` sharing the port; the periodic
+    jobs run in worker 0 only.
+    """
     tls = build_server_tls(config.http.tls)
     registry = build_registry(config)
     cache = build_cache(config, registry)
-    maintenance = build_maintenance(config, registry)
+    maintenance = build_maintenance(config, registry, primary=not worker_index)
     app = create_app(
         registry,
         api_settings(config, cached_prefixes(config)),
@@ -212,11 +219,24 @@ async def run_server(config: Config) -> None:
         read_bufsize=1 << 18,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None, backlog=1024)
+    site = web.TCPSite(
+        runner,
+        host,
+        port,
+        ssl_context=tls.context if tls else None,
+        backlog=1024,
+        reuse_port=worker_index is not None or None,
+    )
     await site.start()
     log.info(
         "listening",
-        extra={"fields": {"addr": f"{host}:{port}", "root": str(config.root)}},
+        extra={
+            "fields": {
+                "addr": f"{host}:{port}",
+                "root": str(config.root),
+                "worker": worker_index or 0,
+            }
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -258,7 +278,22 @@ async def run_server(config: Config) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Storage root directory (default ./data; overrides storage.filesystem.rootdirectory).",
 )
-def serve(config_path: Path | None, addr: str | None, root: Path | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (SO_REUSEPORT). Not with the pull-through cache, whose "
+    "one-download-per-blob guarantee holds within a process.",
+)
+@click.option("--worker-index", type=int, default=None, hidden=True)
+def serve(
+    config_path: Path | None,
+    addr: str | None,
+    root: Path | None,
+    workers: int,
+    worker_index: int | None,
+) -> None:
     """Run the registry.
 
     With no options it listens on 0.0.0.0:5000 and stores blobs and its SQLite metadata
@@ -276,11 +311,22 @@ def serve(config_path: Path | None, addr: str | None, root: Path | None) -> None
         click.echo(f"dockyard: {exc}", err=True)
         raise SystemExit(2) from None
     config = loaded.config
+    if workers > 1:
+        if upstreams_from_config(config.proxy)[0]:
+            click.echo(
+                "dockyard: --workers cannot be combined with the pull-through cache "
+                "(proxy.upstreams or proxy.remoteurl): each worker would fetch on its own",
+                err=True,
+            )
+            raise SystemExit(2)
+        args = [f"--config={config_path}"] if config_path is not None else []
+        args += [f"--addr={config.http.addr}", f"--root={config.root}"]
+        raise SystemExit(run_workers(workers, args))
     listener = configure_logging(config.log.level, config.log.formatter, dict(config.log.fields))
     for warning in loaded.warnings:
         log.warning(warning)
     try:
-        asyncio.run(run_server(config))
+        asyncio.run(run_server(config, worker_index))
     except ConfigError as exc:  # a TLS file that cannot be used
         click.echo(f"dockyard: {exc}", err=True)
         raise SystemExit(2) from None

@@ -1,0 +1,48 @@
+"""`dockyard serve --workers N`: several processes sharing one port (SO_REUSEPORT).
+
+The parent starts N copies of `dockyard serve` (each told its index), forwards SIGTERM and
+SIGINT to them and exits when they have; if one dies on its own, the others are stopped too
+so a supervisor (Kubernetes) restarts the whole set. Only worker 0 runs the periodic
+maintenance jobs. Each worker keeps its own metrics.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+
+def run_workers(count: int, serve_args: list[str]) -> int:
+    """Run `count` workers of `dockyard serve <serve_args>`; returns the exit status."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dockyard", "serve", *serve_args, "--worker-index", str(i)]
+        )
+        for i in range(count)
+    ]
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while any(child.poll() is None for child in children):
+        for child in children:
+            code = child.poll()
+            if code is not None and not stopping:
+                # One worker died: stop the rest, report its failure.
+                status = code or 1
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    for child in children:
+        status = status or (child.returncode or 0)
+    return status
