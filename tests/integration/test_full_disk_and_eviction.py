@@ -184,6 +184,16 @@ def test_eviction_least_recently_pulled_first(
     assert repos.get("local/app") == 1
     for blob in [pushed.config, *pushed.layers]:
         assert client.request("GET", f"/v2/local/app/blobs/{sha256(blob)}").content == blob
+    # `dockyard df` shows the budget.
+    df = subprocess.run(
+        [sys.executable, "-m", "dockyard", "df", "--config", str(config), "--root",
+         str(server.root), "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    budget = json.loads(df.stdout)["cache_budget"]
+    assert budget["limit"] == 2600 * 1024
+    assert budget["used"] <= budget["high"]
+    assert budget["state"] == "within"
     # An evicted image is simply fetched again.
     pull("b")
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text

@@ -286,6 +286,13 @@ def test_quota_refuses_push_past_it(
     assert client.request("HEAD", f"/v2/team/app/blobs/{sha256(big)}").status_code == 404
     # Other repositories are not limited by that quota.
     client.push_blob("other/app", big)
+    # `dockyard df` shows the quota's state.
+    df = run_cli("df", "--config", str(config), "--root", str(server.root), "--format", "json")
+    assert df.returncode == 0, df.stderr
+    quotas = json.loads(df.stdout)["quotas"]
+    assert quotas == [{"prefix": "team/", "limit": 20_000, "used": 15_000, "state": "within"}]
+    text = run_cli("df", "--config", str(config), "--root", str(server.root)).stdout
+    assert "quota team/" in text
 
 
 def test_scheduled_gc_and_metrics(

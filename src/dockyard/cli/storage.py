@@ -19,8 +19,12 @@ from dockyard.cli.common import (
     open_store,
     retention_rules,
 )
-from dockyard.config import Config, parse_duration
+from dockyard.config import Config, parse_duration, parse_size
+from dockyard.metadata import Database
+from dockyard.metadata import ops_queries as oq
+from dockyard.ops.eviction import Budget
 from dockyard.ops.gc import GarbageCollector, GCOptions, GCResult
+from dockyard.ops.quota import QuotaRule
 from dockyard.ops.usage import repository_usage, store_usage
 
 FORMAT = click.option(
@@ -37,10 +41,11 @@ def df(config_path: Path | None, root: Path | None, output: str) -> None:
     db, _driver = open_store(config)
     try:
         usage = asyncio.run(store_usage(db, config.root, cached_prefixes(config)))
+        limits = _limits(config, db, usage.cached_bytes)
     finally:
         db.close()
     if output == "json":
-        click.echo(json.dumps(usage.to_dict(), indent=2))
+        click.echo(json.dumps({**usage.to_dict(), **limits}, indent=2))
         return
     v = usage.volume
     click.echo(f"volume   {v.path}")
@@ -53,6 +58,49 @@ def df(config_path: Path | None, root: Path | None, output: str) -> None:
     )
     click.echo(f"  pushed {human_bytes(usage.pushed_bytes):>12}")
     click.echo(f"  cached {human_bytes(usage.cached_bytes):>12}")
+    budget = limits["cache_budget"]
+    if budget is not None:
+        click.echo(
+            f"cache budget {human_bytes(budget['limit'])}: {budget['state']} "
+            f"(evicts above {human_bytes(budget['high'])} down to {human_bytes(budget['low'])})"
+        )
+    for quota in limits["quotas"]:
+        click.echo(
+            f"quota {quota['prefix'] or '(total)'}: {human_bytes(quota['used'])} of "
+            f"{human_bytes(quota['limit'])}, {quota['state']}"
+        )
+
+
+def _limits(config: Config, db: Database, cached: int) -> dict[str, Any]:
+    """Cache budget and quota state, as `df` shows them."""
+    cache = config.proxy.cache
+    budget: dict[str, Any] | None = None
+    if cache.maxsize is not None:
+        limit = Budget(parse_size(cache.maxsize)).limit(config.root) or 0
+        high, low = int(limit * cache.highwatermark), int(limit * cache.lowwatermark)
+        budget = {
+            "limit": limit,
+            "high": high,
+            "low": low,
+            "used": cached,
+            "state": "above the high watermark: eviction due" if cached > high else "within",
+        }
+    rules = [QuotaRule(r.prefix, parse_size(r.limit)) for r in config.storage.quota.repositories]
+    if config.storage.quota.total is not None:
+        rules.append(QuotaRule("", parse_size(config.storage.quota.total)))
+    quotas = []
+    for rule in rules:
+        used = db.read_sync(oq.pushed_bytes_under, rule.prefix, cached_prefixes(config))
+        limit = rule.bytes(config.root)
+        quotas.append(
+            {
+                "prefix": rule.prefix,
+                "limit": limit,
+                "used": used,
+                "state": "full: pushes are refused" if used >= limit else "within",
+            }
+        )
+    return {"cache_budget": budget, "quotas": quotas}
 
 
 @click.command()
