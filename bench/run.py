@@ -509,7 +509,8 @@ class Bench:
         upstream = f"http://127.0.0.1:{self.upstream.port}"
         if kind == DOCKYARD:
             extra = f"proxy: {{upstreams: [{{name: docker.io, url: '{upstream}'}}]}}\n"
-            args = self.args.dockyard_arg
+            # --workers is refused with the cache (coalescing holds within one process).
+            args = [a for a in self.args.dockyard_arg if not a.startswith("--workers")]
         else:
             extra = f"proxy: {{remoteurl: '{upstream}'}}\n"
             args = []
