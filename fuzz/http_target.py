@@ -454,11 +454,14 @@ class HttpTarget:
 
     async def _start(self, app: Any) -> None:
         server = TestServer(app, skip_url_asserts=True)
-        # As `dockyard serve` runs it: its access logger, its logger for malformed requests.
+        # As `dockyard serve` runs it: its access logger, its logger for malformed requests,
+        # its read buffer, bodies taken as sent (no Content-Encoding decoding).
         await server.start_server(
             access_log_class=access_logger_for(self._access),
             access_log=logging.getLogger("dockyard.access"),
             logger=protocol_logger,
+            read_bufsize=1 << 18,
+            auto_decompress=False,
         )
         self._server = server
         self._client = TestClient(server)

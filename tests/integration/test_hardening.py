@@ -9,6 +9,7 @@ and logged no traceback.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -408,6 +409,70 @@ def test_half_sent_requests_do_not_block_others(server: DockyardServer) -> None:
     finally:
         for sock in held:
             sock.close()
+    assert_no_traceback(server)
+
+
+def _send_in_two_steps(server: DockyardServer, head: bytes, body: bytes) -> socket.socket:
+    """Headers first (so the handler starts reading), the body a moment later."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(head)
+    time.sleep(0.3)
+    sock.sendall(body)
+    return sock
+
+
+def test_bodies_are_taken_as_sent(server: DockyardServer, client: RegistryClient) -> None:
+    """No Content-Encoding decoding, as Distribution: no decompression bomb, and no request
+    left waiting forever on a body that failed to decode after its handler started."""
+    location = client.request("POST", "/v2/enc/blobs/uploads/").headers["Location"]
+    compressed = gzip.compress(b"a" * 10_000_000)
+    r = client.request("PATCH", location, data=compressed, headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 202 and r.headers["Range"] == f"0-{len(compressed) - 1}", r.text
+    head = (
+        b"PUT /v2/enc/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Encoding: deflate\r\n"
+        b"Content-Type: " + OCI_MANIFEST.encode() + b"\r\nContent-Length: 10\r\n\r\n"
+    )
+    started = time.monotonic()
+    with _send_in_two_steps(server, head, b"\xeb" * 10) as sock:
+        response = http.client.HTTPResponse(sock, method="PUT")
+        response.begin()
+        assert response.status == 400
+        assert json.loads(response.read())["errors"][0]["code"] == "MANIFEST_INVALID"
+    assert time.monotonic() - started < 5
+    assert_no_traceback(server)
+
+
+def test_a_broken_chunked_upload_is_cut_off_after_the_read_timeout(
+    server: DockyardServer, client: RegistryClient
+) -> None:
+    location = client.request("POST", "/v2/chunks/blobs/uploads/").headers["Location"]
+    head = f"PATCH {location} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    started = time.monotonic()
+    with _send_in_two_steps(server, head.encode(), b"zz\r\nabc\r\n0\r\n\r\n") as sock:
+        response = http.client.HTTPResponse(sock, method="PATCH")
+        response.begin()
+        assert response.status == 400
+        assert b"stalled" in response.read()
+    assert time.monotonic() - started < 6  # http.readtimeout is 2s here
+    assert client.request("GET", location).status_code == 204
+    assert_no_traceback(server)
+
+
+def test_clients_that_hang_up_mid_body_leave_no_traceback(
+    server: DockyardServer, client: RegistryClient
+) -> None:
+    location = client.request("POST", "/v2/gone/blobs/uploads/").headers["Location"]
+    for head in (
+        f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+        f"PUT {location}?digest={EMPTY} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+        "POST /v2/gone/blobs/uploads/?digest=" + EMPTY + " HTTP/1.1\r\nHost: x\r\n"
+        "Content-Length: 1000\r\n\r\n",
+        "PUT /v2/gone/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+    ):
+        _send_in_two_steps(server, head.encode(), b"x" * 10).close()
+    time.sleep(0.5)
+    assert client.request("GET", "/v2/").status_code == 200
+    assert client.request("GET", location).status_code in (204, 404)
     assert_no_traceback(server)
 
 

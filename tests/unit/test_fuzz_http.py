@@ -10,6 +10,7 @@ with a traceback, nothing written outside the storage root.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Iterator
@@ -141,7 +142,9 @@ REGRESSIONS = [
     HttpRequest("GET", "/v2/%0A/manifests/latest"),
     # aiohttp's plain-text 417 for an Expect other than 100-continue.
     HttpRequest("GET", "/v2/", (("Expect", "bytes=0-0"),)),
-    # A body that does not decode (Content-Encoding): a 500 when read, a traceback when not.
+    # Bodies with a Content-Encoding, once decoded by aiohttp: a 500 when one did not decode,
+    # a traceback when left unread, a request waiting forever when decoding failed after its
+    # handler started (fuzz_http found that one). Now taken as sent.
     HttpRequest("PUT", "/v2/library/seed/manifests/x", (("Content-Encoding", "deflate"),), b"\6"),
     HttpRequest("GET", "/", (("Content-Encoding", "deflate"),), b"\6"),
     HttpRequest(
@@ -240,10 +243,10 @@ def test_valid_pushes_still_work(open_target: HttpTarget) -> None:
                 b"\6",
             ),
             400,
-            "BLOB_UPLOAD_INVALID",
+            "MANIFEST_INVALID",
         ),
     ],
-    ids=["control-character-in-name", "encoded-newline", "no-token-service", "bad-encoding"],
+    ids=["control-character-in-name", "encoded-newline", "no-token-service", "content-encoding"],
 )
 def test_hostile_requests_get_the_right_error(
     auth_target: HttpTarget, request_: HttpRequest, status: int, code: str
@@ -272,3 +275,17 @@ def test_an_empty_blob_pushed_in_two_requests(open_target: HttpTarget) -> None:
     assert done is not None and done.status == 201, done
     blob = open_target.check(HttpRequest("GET", f"/v2/{ht.SEED_REPO}/blobs/{empty}"))
     assert blob is not None and blob.status == 200 and blob.body == b""
+
+
+def test_bodies_are_taken_as_sent(open_target: HttpTarget) -> None:
+    """No Content-Encoding decoding (as Distribution): 10 kB of gzip stay 10 kB, not 10 MB."""
+    compressed = gzip.compress(b"a" * 10_000_000)
+    started = open_target.check(HttpRequest("POST", f"/v2/{ht.SEED_REPO}/blobs/uploads/"))
+    assert started is not None
+    location = started.headers["Location"]
+    for chunked in (False, True):
+        patched = open_target.check(
+            HttpRequest("PATCH", location, (("Content-Encoding", "gzip"),), compressed, chunked)
+        )
+        assert patched is not None and patched.status == 202, patched
+    assert patched.headers["Range"] == f"0-{2 * len(compressed) - 1}"

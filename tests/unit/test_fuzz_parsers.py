@@ -10,6 +10,7 @@ same checks under atheris for as long as one likes.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dockyard.api.ranges import UnsatisfiableRange, parse_range
+from dockyard.auth import htpasswd
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import ALGORITHMS, Digest
 from dockyard.oci.names import validate_name
@@ -293,6 +295,19 @@ def test_manifests(data: bytes, content_type: str | None) -> None:
 @example("#a:b\n:c\n a : b \r\nd:e\x85f:g\u2028h:i")
 def test_htpasswd(text: str) -> None:
     checks.check_htpasswd(text)
+
+
+def test_an_htpasswd_file_that_is_not_utf8_still_serves_the_other_users(tmp_path: Path) -> None:
+    # Regression: UnicodeDecodeError from every check (a 500 on every authenticated request,
+    # a traceback from `dockyard serve` at start).
+    path = tmp_path / "htpasswd"
+    path.write_bytes(
+        "j\xf6rg:$2y$05$x\n".encode("latin-1")
+        + f"alice:{htpasswd.hash_password('secret', rounds=4)}\n".encode()
+    )
+    users = htpasswd.HtpasswdFile(path)
+    assert users.verify("alice", "secret")
+    assert not users.verify("j\xf6rg", "x")
 
 
 scope_items = st.builds(

@@ -46,7 +46,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(BlobUploadInvalidError(f"unreadable request body: {reason}"))
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLargeError())
-    except (web.HTTPException, ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError):
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            raise
+        # The client went away mid-body or mid-download: no server error, nobody to answer
+        # (aiohttp drops this response quietly), and no traceback for the log.
+        return error_response(BlobUploadInvalidError("the client closed the connection"))
+    except web.HTTPException:
         raise
     except Exception:
         error_logger.exception("unhandled error on %s %s", request.method, request.path)

@@ -81,7 +81,9 @@ class HtpasswdFile:
             return
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp != self._stamp:
-            self._entries = parse(self.path.read_text())
+            # A line that is not UTF-8 (a Latin-1 user name) cannot match any credentials
+            # (they are decoded as UTF-8); it must not lock everyone else out.
+            self._entries = parse(self.path.read_text(encoding="utf-8", errors="replace"))
             self._stamp = stamp
             self._verified.clear()
 

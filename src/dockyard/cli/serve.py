@@ -217,6 +217,9 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
         logger=protocol_logger,
         # A larger socket read buffer lets an upload keep arriving while a batch is written.
         read_bufsize=1 << 18,
+        # Bodies are stored as sent, as Distribution does: no decompression amplification,
+        # and no request left waiting forever on a body aiohttp failed to decode.
+        auto_decompress=False,
     )
     await runner.setup()
     site = web.TCPSite(
