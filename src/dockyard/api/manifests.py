@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 
+from dockyard.api.bodies import body_chunks
 from dockyard.api.context import context
 from dockyard.api.proxying import (
     cache_target,
@@ -84,7 +85,7 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     if declared is not None and declared > limit:
         raise ManifestTooLargeError(f"manifest is {declared} bytes; the limit is {limit}")
     data = bytearray()
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request):
         data += chunk
         if len(data) > limit:
             raise ManifestTooLargeError(f"manifest exceeds the limit of {limit} bytes")

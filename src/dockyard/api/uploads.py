@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from dockyard.api.auth import identity, may
+from dockyard.api.bodies import body_chunks
 from dockyard.api.context import context
 from dockyard.api.proxying import refuse_writes_to_cache
 from dockyard.api.ranges import parse_content_range
 from dockyard.api.routing import Route
 from dockyard.auth.rules import PULL
 from dockyard.errors import (
-    BlobUploadInvalidError,
     DigestInvalidError,
     NameInvalidError,
     SizeInvalidError,
@@ -30,26 +29,8 @@ def _owner(request: web.Request) -> str | None:
     return who.user if who is not None else None
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client that stalls is cut off (slowloris)."""
-    idle = context(request).settings.body_idle_timeout
-    content = request.content
-    loop = asyncio.get_running_loop()
-    # One deadline for the whole body, pushed back as data arrives: re-arming a timer for
-    # every 64 KiB chunk would cost more than the check is worth on a fast upload.
-    try:
-        async with asyncio.timeout(idle) as deadline:
-            armed = loop.time()
-            while chunk := await content.readany():
-                now = loop.time()
-                if now - armed > idle / 4:
-                    deadline.reschedule(now + idle)
-                    armed = now
-                yield chunk
-    except TimeoutError:
-        raise BlobUploadInvalidError(
-            f"request body stalled for {idle:g}s; resume the upload from its last offset"
-        ) from None
+def _body(request: web.Request) -> AsyncIterator[bytes]:
+    return body_chunks(request)
 
 
 def _has_body(request: web.Request) -> bool:
