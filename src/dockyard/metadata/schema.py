@@ -78,15 +78,23 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema up to date; each migration runs in its own transaction."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+    """Bring the schema up to date; each migration runs in its own transaction.
+
+    The version is read inside the write transaction, so processes starting together (the
+    workers of `dockyard serve --workers`, a CLI command beside the server) apply each
+    migration exactly once.
+    """
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version >= len(MIGRATIONS):
+                conn.execute("COMMIT")
+                return
+            for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute(f"PRAGMA user_version = {version + 1}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
