@@ -830,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     json_path = args.out / f"{args.name}.json"
     png_path = args.out / f"{args.name}.png"
-    result["chart"] = str(png_path)
+    result["chart"] = png_path.name  # beside the JSON file; no machine paths in results
     json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     report(result, json_path, png_path)
     return 0
