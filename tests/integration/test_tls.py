@@ -381,6 +381,7 @@ def test_skopeo_push_and_pull_over_verified_tls(
         assert (back / "blobs" / algorithm / hex_).read_bytes() == (
             src / "blobs" / algorithm / hex_
         ).read_bytes()
+    _wait_for_request(tls_dockyard, "GET", "/v2/tls/skopeo/manifests/v1")
     paths = {e["path"] for e in tls_dockyard.requests()}
     assert "/v2/tls/skopeo/manifests/v1" in paths
     assert f"/v2/tls/skopeo/blobs/{manifest['config']['digest']}" in paths

@@ -12,6 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# Longer than the server's access-log batch interval (0.1 s) plus the writer thread's turn.
+ACCESS_LOG_FLUSH = 0.3
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -81,6 +84,10 @@ class DockyardServer:
         return self
 
     def log(self) -> str:
+        """The server's log so far. Access-log lines are written in batches every 0.1 s:
+        a running server gets time for one batch before the file is read."""
+        if self.proc is not None and self.proc.poll() is None:
+            time.sleep(ACCESS_LOG_FLUSH)
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 15.0) -> int | None:
