@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from dockyard.errors import RegistryError
@@ -9,6 +10,10 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.names import validate_name, validate_tag
 
 DOCKER_HUB = "docker.io"
+# A host name or IPv4 address, or a bracketed IPv6 address, with an optional port.
+_REGISTRY = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,8 @@ def parse_image_reference(text: str) -> ImageReference:
             raise ValueError(f"{text}: {exc.message}") from None
     first, sep, rest = value.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
+        if not _REGISTRY.fullmatch(first):
+            raise ValueError(f"{text}: invalid registry host {first!r}")
         registry, path = first, rest
     else:
         registry, path = DOCKER_HUB, value
