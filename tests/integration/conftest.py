@@ -6,11 +6,13 @@ These tests must run inside a private network namespace (`scripts/test.sh` does
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.support.client import RegistryClient
 from tests.integration.support.server import DistributionServer, DockyardServer
 
 
@@ -74,3 +76,26 @@ def distribution_factory(tmp_path: Path) -> Iterator[Callable[..., DistributionS
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockyardServer]:
+    """One Dockyard (deletes enabled) for every test of a module; each test uses its own
+    repository (`repo`), so they stay independent. It must stop cleanly."""
+    root = tmp_path_factory.mktemp("shared") / "root"
+    server = DockyardServer(root, env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"}).start()
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture
+def client(shared_dockyard: DockyardServer) -> RegistryClient:
+    return RegistryClient(shared_dockyard.url)
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A repository name of the test's own: `<module>/<test name>`."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    return f"{re.sub(r'[^a-z0-9]+', '-', module)}/{name}"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from tests.integration.support.client import (
     OCI_INDEX,
@@ -18,24 +16,6 @@ from tests.integration.support.client import (
     sha256,
 )
 from tests.integration.support.server import DockyardServer
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockyardServer]:
-    root = tmp_path_factory.mktemp("discovery") / "root"
-    srv = DockyardServer(root, env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"}).start()
-    yield srv
-    assert srv.stop() == 0
-
-
-@pytest.fixture
-def client(server: DockyardServer) -> RegistryClient:
-    return RegistryClient(server.url)
-
-
-@pytest.fixture
-def repo(request: pytest.FixtureRequest) -> str:
-    return "disc/" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
 
 
 def _next_link(header: str) -> str:
@@ -96,7 +76,7 @@ def test_tags_list_invalid_n(client: RegistryClient, repo: str) -> None:
     assert r.status_code == 400
 
 
-def test_catalog_paginated(client: RegistryClient, server: DockyardServer) -> None:
+def test_catalog_paginated(client: RegistryClient, shared_dockyard: DockyardServer) -> None:
     names = [f"catalog/r{i:02d}" for i in range(7)]
     for name in names:
         client.push_image(name, "v1")

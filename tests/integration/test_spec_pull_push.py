@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -21,25 +20,6 @@ from tests.integration.support.client import (
     sha256,
 )
 from tests.integration.support.server import DockyardServer
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockyardServer]:
-    root = tmp_path_factory.mktemp("spec") / "root"
-    srv = DockyardServer(root, env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"}).start()
-    yield srv
-    assert srv.stop() == 0
-
-
-@pytest.fixture
-def client(server: DockyardServer) -> RegistryClient:
-    return RegistryClient(server.url)
-
-
-@pytest.fixture
-def repo(request: pytest.FixtureRequest) -> str:
-    return "spec/" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-
 
 # -- pull -----------------------------------------------------------------------------------
 
@@ -77,10 +57,10 @@ def test_manifest_etag_and_conditional_get(client: RegistryClient, repo: str) ->
 
 
 def test_several_accept_lines_are_merged(
-    server: DockyardServer, client: RegistryClient, repo: str
+    shared_dockyard: DockyardServer, client: RegistryClient, repo: str
 ) -> None:
     image = client.push_image(repo, "v1")
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", shared_dockyard.port, timeout=10)
     conn.putrequest("GET", f"/v2/{repo}/manifests/v1")
     for media_type in (DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST):
         conn.putheader("Accept", media_type)
@@ -180,10 +160,10 @@ def test_single_post(client: RegistryClient, repo: str) -> None:
 
 
 def test_truncated_body_commits_nothing(
-    server: DockyardServer, client: RegistryClient, repo: str
+    shared_dockyard: DockyardServer, client: RegistryClient, repo: str
 ) -> None:
     data = os.urandom(100)
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", shared_dockyard.port, timeout=10)
     conn.putrequest("POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(data)}")
     conn.putheader("Content-Length", "100")
     conn.putheader("Content-Type", "application/octet-stream")
@@ -551,7 +531,9 @@ def test_invalid_names(client: RegistryClient, name: str) -> None:
     assert r.status_code != 202
 
 
-def test_path_traversal_never_escapes(client: RegistryClient, server: DockyardServer) -> None:
+def test_path_traversal_never_escapes(
+    client: RegistryClient, shared_dockyard: DockyardServer
+) -> None:
     for path in (
         "/v2/..%2f..%2fetc/blobs/uploads/",
         "/v2/a/blobs/uploads/..%2f..%2fmetadata.db",
@@ -562,7 +544,7 @@ def test_path_traversal_never_escapes(client: RegistryClient, server: DockyardSe
         assert 400 <= r.status_code < 500, path
         r = client.request("PUT", path, data=b"x")
         assert 400 <= r.status_code < 500, path
-    assert not (server.root.parent / "etc").exists()
+    assert not (shared_dockyard.root.parent / "etc").exists()
 
 
 def test_invalid_tags(client: RegistryClient, repo: str) -> None:
