@@ -12,10 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +28,21 @@ from pydantic import (
 DEFAULT_ADDR = ":5000"
 DEFAULT_ROOT = "./data"
 DEFAULT_MANIFEST_MAX_SIZE = 4 * 1024 * 1024
+
+
+def _duration_text(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _size_text(value: str) -> str:
+    parse_size(value)
+    return value
+
+
+# Kept as written (`168h`, `20GiB`, `40%`), checked when read; parsed where they are used.
+Duration = Annotated[str, AfterValidator(_duration_text)]
+Size = Annotated[str, AfterValidator(_size_text)]
 
 
 class ConfigError(Exception):
@@ -80,15 +96,9 @@ class DeleteConfig(_Section):
 
 class UploadPurgingConfig(_Section):
     enabled: bool = True
-    age: str = "168h"
-    interval: str = "24h"
+    age: Duration = "168h"
+    interval: Duration = "24h"
     dryrun: bool = False
-
-    @field_validator("age", "interval")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class MaintenanceConfig(_Section):
@@ -101,41 +111,22 @@ class GCConfig(_Section):
 
     # Run on a schedule inside the server.
     enabled: bool = False
-    interval: str = "24h"
+    interval: Duration = "24h"
     # Blobs and manifests younger than this (since upload or last access) are never collected.
-    grace: str = "1h"
+    grace: Duration = "1h"
     deleteuntagged: bool = False
-
-    @field_validator("interval", "grace")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class QuotaRule(_Section):
     prefix: str
-    limit: str
-
-    @field_validator("limit")
-    @classmethod
-    def _limit(cls, value: str) -> str:
-        parse_size(value)
-        return value
+    limit: Size
 
 
 class QuotaConfig(_Section):
     """Byte limits for pushed content (cached content has its own budget)."""
 
-    total: str | None = None
+    total: Size | None = None
     repositories: list[QuotaRule] = Field(default_factory=list)
-
-    @field_validator("total")
-    @classmethod
-    def _total(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
 
 
 class RetentionConfig(_Section):
@@ -144,14 +135,7 @@ class RetentionConfig(_Section):
     # fnmatch pattern over repository names: "ci/*", "team/app".
     repositories: str
     keeptags: int | None = Field(default=None, ge=0)
-    pulledwithin: str | None = None
-
-    @field_validator("pulledwithin")
-    @classmethod
-    def _within(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    pulledwithin: Duration | None = None
 
 
 class StorageConfig(_Section):
@@ -178,9 +162,9 @@ class HTTPConfig(_Section):
     host: str | None = None
     secret: str | None = None
     relativeurls: bool = False
-    draintimeout: str = "10s"
+    draintimeout: Duration = "10s"
     # Dockyard: give up on a request body that sends nothing for this long.
-    readtimeout: str = "60s"
+    readtimeout: Duration = "60s"
     headers: dict[str, list[str]] = Field(default_factory=dict)
     tls: TLSConfig = Field(default_factory=TLSConfig)
     debug: dict[str, Any] = Field(default_factory=dict)
@@ -198,12 +182,6 @@ class HTTPConfig(_Section):
     @classmethod
     def _addr(cls, value: str) -> str:
         parse_addr(value)
-        return value
-
-    @field_validator("draintimeout", "readtimeout")
-    @classmethod
-    def _drain(cls, value: str) -> str:
-        parse_duration(value)
         return value
 
 
@@ -232,13 +210,13 @@ class UpstreamConfig(_Section):
     passwordenv: str | None = None
     cafile: str | None = None
     insecure: bool = False
-    connecttimeout: str = "3s"
+    connecttimeout: Duration = "3s"
     # How long to wait for the upstream to start answering before giving up on it.
-    timeout: str = "10s"
+    timeout: Duration = "10s"
     # A cached tag is served without asking the upstream for this long.
-    tagttl: str = "5m"
+    tagttl: Duration = "5m"
     # Cached content older than this is dropped (Distribution's proxy.ttl); 0 keeps it.
-    ttl: str = "0s"
+    ttl: Duration = "0s"
 
     @field_validator("name")
     @classmethod
@@ -256,35 +234,16 @@ class UpstreamConfig(_Section):
             raise ValueError(f"upstream url {value!r} must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("connecttimeout", "timeout", "tagttl", "ttl")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
-
 
 class CacheBudgetConfig(_Section):
     """A byte budget for pulled-through content; least recently pulled images go first."""
 
     # Bytes ("20GiB") or a share of the volume ("40%"); unset means no budget.
-    maxsize: str | None = None
+    maxsize: Size | None = None
     # Eviction starts above highwatermark x maxsize and stops below lowwatermark x maxsize.
     highwatermark: float = Field(default=0.9, gt=0, le=1)
     lowwatermark: float = Field(default=0.8, gt=0, le=1)
-    interval: str = "1m"
-
-    @field_validator("maxsize")
-    @classmethod
-    def _maxsize(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    interval: Duration = "1m"
 
 
 class ProxyConfig(_Section):
@@ -293,16 +252,9 @@ class ProxyConfig(_Section):
     remoteurl: str | None = None
     username: str | None = None
     password: str | None = None
-    ttl: str | None = None
+    ttl: Duration | None = None
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
     cache: CacheBudgetConfig = Field(default_factory=CacheBudgetConfig)
-
-    @field_validator("ttl")
-    @classmethod
-    def _ttl(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
 
 class HtpasswdConfig(_Section):
@@ -326,17 +278,11 @@ class TokenServerConfig(_Section):
     enabled: bool = False
     issuer: str = "dockyard"
     service: str = "dockyard"
-    expiration: str = "5m"
+    expiration: Duration = "5m"
     # PEM EC private key that signs tokens; generated at start when unset.
     key: str | None = None
     # Absolute URL clients fetch tokens from; derived from the request's host when unset.
     realm: str | None = None
-
-    @field_validator("expiration")
-    @classmethod
-    def _expiration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class AccessRuleConfig(_Section):
