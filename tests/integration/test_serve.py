@@ -313,7 +313,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
-    assert proc.returncode == 0
+    assert proc.returncode == 0, output
     assert output.count('"msg": "listening"') == 2
     assert output.count('"msg": "stopped"') == 2
 
