@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from dockyard.errors import StorageFullError
-from dockyard.storage import BlobDriver, FilesystemDriver, StoredObject
+from dockyard.storage import BlobDriver, FilesystemDriver, StoredObject, filesystem
 from dockyard.storage.filesystem import FileAppendWriter
 
 BLOB_KEY = "blobs/sha256/ab/abcdef0123"
@@ -192,6 +193,109 @@ def test_partial_os_writes_are_retried(
     assert calls == [5, 4, 3, 2, 1]
     assert writer.size == 5
     assert b"".join(driver.read_staged(STAGING_KEY, 100)) == b"abcde"
+
+
+# -- write-behind -------------------------------------------------------------------
+
+W = filesystem.WINDOW
+
+
+def _record_sync_calls(writer: FileAppendWriter, calls: list[tuple[int, int, int]]) -> None:
+    real = filesystem._sync_file_range()
+    assert real is not None, "sync_file_range is in every Linux C library"
+
+    def sync(fd: int, offset: int, count: int, flags: int) -> int:
+        calls.append((offset, count, flags))
+        return real(fd, offset, count, flags)
+
+    writer._sync = sync
+
+
+def test_write_behind_starts_each_window_and_drops_those_lag_windows_back(
+    driver: FilesystemDriver,
+) -> None:
+    calls: list[tuple[int, int, int]] = []
+    writer = driver.open_append(STAGING_KEY)
+    _record_sync_calls(writer, calls)
+    data = os.urandom(W * 7 + 12345)
+    for start in range(0, len(data), 3 << 20):  # batches that straddle window edges
+        writer.write(data[start : start + (3 << 20)])
+    writer.close()
+    started = [offset for offset, count, flags in calls if flags == filesystem._SYNC_WRITE]
+    waited = [offset for offset, count, flags in calls if flags != filesystem._SYNC_WRITE]
+    assert started == [i * W for i in range(7)]
+    assert waited == [i * W for i in range(7 - filesystem.DROP_LAG)]
+    assert all(count == W for _, count, _ in calls)
+    assert b"".join(driver.read_staged(STAGING_KEY, 1 << 20)) == data
+
+
+def test_write_behind_carries_on_across_writers_of_one_staging_file(
+    driver: FilesystemDriver,
+) -> None:
+    # Chunked uploads open the staging file once per PATCH.
+    data = os.urandom(W * 3 + 100)
+    stage(driver, STAGING_KEY, data[: W + 50])
+    calls: list[tuple[int, int, int]] = []
+    writer = driver.open_append(STAGING_KEY)
+    _record_sync_calls(writer, calls)
+    writer.write(data[W + 50 :])
+    writer.close()
+    assert [c[0] for c in calls if c[2] == filesystem._SYNC_WRITE] == [W, 2 * W]
+    assert b"".join(driver.read_staged(STAGING_KEY, 1 << 20)) == data
+
+
+def test_keep_cached_writer_starts_writeback_but_drops_nothing(
+    driver: FilesystemDriver,
+) -> None:
+    calls: list[tuple[int, int, int]] = []
+    writer = driver.open_append(STAGING_KEY, keep_cached=True)
+    _record_sync_calls(writer, calls)
+    writer.write(os.urandom(W * (filesystem.DROP_LAG + 3)))
+    writer.close()
+    assert {flags for _, _, flags in calls} == {filesystem._SYNC_WRITE}
+    assert len(calls) == filesystem.DROP_LAG + 3
+
+
+def test_without_sync_file_range_writes_plainly(driver: FilesystemDriver) -> None:
+    writer = driver.open_append(STAGING_KEY)
+    writer._sync = None
+    data = os.urandom(W * 2 + 1)
+    writer.write(data)
+    writer.close()
+    assert b"".join(driver.read_staged(STAGING_KEY, 1 << 20)) == data
+
+
+def _resident_bytes(path: Path) -> int:
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.strip())
+
+
+@pytest.mark.parametrize("keep_cached", [False, True])
+def test_a_large_staging_file_leaves_only_a_few_windows_in_the_page_cache(
+    tmp_path: Path, keep_cached: bool
+) -> None:
+    fs_type = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(tmp_path)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    if fs_type == "tmpfs":
+        pytest.skip("tmpfs pages are the storage itself: nothing can be dropped")
+    driver = FilesystemDriver(tmp_path / "store")
+    size = W * 12
+    writer = driver.open_append(STAGING_KEY, keep_cached=keep_cached)
+    block = os.urandom(1 << 20)
+    for _ in range(size // len(block)):
+        writer.write(block)
+    writer.close()
+    resident = _resident_bytes(driver.root / STAGING_KEY)
+    if keep_cached:
+        assert resident > size // 2
+    else:
+        assert resident <= (filesystem.DROP_LAG + 1) * W
 
 
 def test_close_is_idempotent(driver: FilesystemDriver) -> None:

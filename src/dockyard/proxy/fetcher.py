@@ -148,7 +148,7 @@ class BlobFetcher:
     async def _download(self, upstream: UpstreamClient, remote: str, download: Download) -> None:
         async with upstream.blob(remote, str(download.digest)) as response:
             download.size = response.content_length
-            writer = await asyncio.to_thread(self._driver.open_append, download.staging_key)
+            writer = await asyncio.to_thread(self._driver.open_append, download.staging_key, True)
             download.started.set()
             hasher = download.digest.hasher()
 

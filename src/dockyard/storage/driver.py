@@ -45,8 +45,12 @@ class BlobDriver(Protocol):
     def open_read(self, key: str) -> BinaryIO:
         """An open file of a committed object (FileNotFoundError if absent)."""
 
-    def open_append(self, key: str) -> AppendWriter:
-        """Open (or create) a staging object for appending."""
+    def open_append(self, key: str, keep_cached: bool = False) -> AppendWriter:
+        """Open (or create) a staging object for appending.
+
+        `keep_cached`: the object is read while it grows, so keep what was written in
+        memory rather than only on disk.
+        """
 
     def read_staged(self, key: str, chunk_size: int) -> Iterator[bytes]:
         """Stream the bytes of a staging object."""
