@@ -130,7 +130,8 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 def limit_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     labels = {
-        "loopback_tcp_mb_s": "loopback TCP (1 stream)",
+        "loopback_tcp_mb_s": "loopback TCP (1 stream, reused 1 MiB buffer)",
+        "loopback_sendfile_mb_s": "loopback TCP (1 stream, sendfile of a cached file)",
         "sha256_mb_s": "sha256 (hashlib, 1 MiB chunks)",
         "disk_write_fsync_mb_s": "disk write + fsync",
     }
@@ -219,15 +220,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             True,
             "{:.2f}x",
         )
-    loop = result.get("limits", {}).get("loopback_tcp_mb_s", {}).get("median")
     warm = _median(result, "pull", "warm_mb_s", DOCKYARD)
-    add(
-        "pull warm >= 0.9 of loopback TCP",
-        warm / loop if warm is not None and loop else None,
-        0.9,
-        True,
-        "{:.2f}",
-    )
+    for key, name in (
+        ("loopback_tcp_mb_s", "loopback TCP (reused buffer)"),
+        ("loopback_sendfile_mb_s", "loopback TCP (sendfile)"),
+    ):
+        loop = result.get("limits", {}).get(key, {}).get("median")
+        add(
+            f"pull warm >= 0.9 of {name}",
+            warm / loop if warm is not None and loop else None,
+            0.9,
+            True,
+            "{:.2f}",
+        )
     for cache in ("cold", "warm"):
         add(
             f"pull {cache} <= 0.6 server CPU-s/GiB",
@@ -327,7 +332,12 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     if present:
         _bars(flat[0], [p[0] for p in present], [p[1] for p in present], "Throughput", "MB/s")
         limits = result.get("limits", {})
-        styles = {"loopback_tcp_mb_s": ":", "sha256_mb_s": "--", "disk_write_fsync_mb_s": "-."}
+        styles = {
+            "loopback_tcp_mb_s": ":",
+            "loopback_sendfile_mb_s": (0, (1, 3)),
+            "sha256_mb_s": "--",
+            "disk_write_fsync_mb_s": "-.",
+        }
         for key, style in styles.items():
             if key in limits and limits[key]["median"]:
                 flat[0].axhline(limits[key]["median"], linestyle=style, color="grey", linewidth=1)
