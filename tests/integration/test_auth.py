@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,13 +61,18 @@ def _make_users(path: Path) -> None:
         assert result.returncode == 0, result.stderr
 
 
-def _start(tmp_path: Path, factory: Callable[..., DockyardServer], tokens: bool) -> DockyardServer:
+def _start(
+    tmp_path: Path,
+    factory: Callable[..., DockyardServer],
+    tokens: bool,
+    env: dict[str, str] | None = None,
+) -> DockyardServer:
     htpasswd = tmp_path / "htpasswd"
     _make_users(htpasswd)
     config = tmp_path / "auth.yml"
     tokenserver = "  tokenserver:\n    enabled: true\n    expiration: 2m" if tokens else ""
     config.write_text(CONFIG.format(htpasswd=htpasswd, tokenserver=tokenserver))
-    return factory(config=config)
+    return factory(config=config, env=env or {})
 
 
 @pytest.fixture
@@ -257,6 +265,38 @@ def test_token_flow(token: DockyardServer) -> None:
         timeout=10,
     )
     assert r.status_code == 200 and r.json()["access_token"]
+
+
+def test_a_token_form_that_stalls_is_cut_off(
+    tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
+) -> None:
+    server = _start(
+        tmp_path, dockyard_factory, tokens=True, env={"REGISTRY_HTTP_READTIMEOUT": "2s"}
+    )
+    form = b"grant_type=password&username=alice&password=" + USERS["alice"].encode()
+    head = (
+        b"POST /dockyard/auth/token HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n"
+    )
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(head + form[:10])  # and then nothing more
+        response = http.client.HTTPResponse(sock, method="POST")
+        response.begin()
+        body = json.loads(response.read())
+    waited = time.monotonic() - started
+    assert response.status == 400, body
+    assert "stalled" in body["errors"][0]["message"]
+    assert 1.5 < waited < 8, waited
+    # The endpoint still works for a client that sends its form.
+    r = requests.post(
+        f"{server.url}/dockyard/auth/token",
+        data={"grant_type": "password", "username": "alice", "password": USERS["alice"]},
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.json()["access_token"]
+    assert "Traceback" not in server.log()
 
 
 @pytest.mark.parametrize("mode", ["basic", "token"])

@@ -6,6 +6,7 @@ without the right get 403 DENIED. Credentials never reach the logs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -116,10 +117,15 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
     user: str | None = None
     scopes = request.query.getall("scope", [])
     if request.method == "POST":
+        idle = context(request).settings.body_idle_timeout
         try:
-            form = await request.post()
+            # A form is small: all of it must arrive within the body idle timeout.
+            async with asyncio.timeout(idle):
+                form = await request.post()
         except ValueError:  # a multipart body without its boundary, bytes that are not UTF-8
             raise TokenRequestInvalidError() from None
+        except TimeoutError:
+            raise TokenRequestInvalidError(f"token request body stalled for {idle:g}s") from None
         if form.get("grant_type") == "password":
             name, password = str(form.get("username", "")), str(form.get("password", ""))
             if not auth.check_password(name, password):
