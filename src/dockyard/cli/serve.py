@@ -37,6 +37,7 @@ from dockyard.ops.gc import GarbageCollector, GCOptions
 from dockyard.ops.maintenance import Maintenance, Schedule
 from dockyard.ops.quota import QuotaEnforcer, QuotaRule
 from dockyard.proxy.cache import PullThroughCache
+from dockyard.proxy.locks import LockDir
 from dockyard.proxy.router import Router
 from dockyard.proxy.upstream import UpstreamClient, upstreams_from_config
 from dockyard.registry import Registry
@@ -177,7 +178,8 @@ def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
                 }
             },
         )
-    return PullThroughCache(registry, Router(clients, default))
+    # Shared by every process serving this root (`--workers`): one upstream request each.
+    return PullThroughCache(registry, Router(clients, default), LockDir(config.root / "locks"))
 
 
 async def _flush_access_log(access: AccessLogSink, interval: float = 0.1) -> None:

@@ -4,6 +4,9 @@ Reads try the local store first; a miss goes to the upstream the router picked. 
 digest is immutable and never revalidated. A tag is revalidated after its upstream's
 freshness interval; when the upstream fails (unreachable, slow, 5xx, 429) the cached tag
 is served instead.
+
+Across the processes of `serve --workers`, a lock file per blob keeps the one-download
+guarantee (`dockyard.proxy.fetcher`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dockyard.errors import (
 from dockyard.oci.digest import Digest, is_digest_like
 from dockyard.oci.names import validate_tag
 from dockyard.proxy.fetcher import BlobFetcher, Download
+from dockyard.proxy.locks import LockDir
 from dockyard.proxy.router import ProxyTarget, Router
 from dockyard.proxy.singleflight import SingleFlight
 from dockyard.proxy.upstream import UpstreamClient
@@ -52,11 +56,15 @@ class PullThroughCache:
     """Manifests and blobs of routed repositories, from the cache or the upstream."""
 
     def __init__(
-        self, registry: Registry, router: Router, clock: Callable[[], float] = time.time
+        self,
+        registry: Registry,
+        router: Router,
+        locks: LockDir,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
         self.router = router
-        self.fetcher = BlobFetcher(registry.blobs, registry.driver)
+        self.fetcher = BlobFetcher(registry.blobs, registry.driver, locks)
         self._clock = clock
         # Many nodes asking for the same new tag make one upstream request.
         self._manifests: SingleFlight[StoredManifest] = SingleFlight()
