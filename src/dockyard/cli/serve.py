@@ -188,6 +188,14 @@ async def _flush_access_log(access: AccessLogSink, interval: float = 0.1) -> Non
         access.flush()
 
 
+def log_fields(config: Config, worker_index: int | None) -> dict[str, Any]:
+    """The fields every log line carries: `log.fields`, and the worker's index."""
+    fields: dict[str, Any] = dict(config.log.fields)
+    if worker_index is not None:
+        fields["worker"] = worker_index
+    return fields
+
+
 async def run_server(config: Config, worker_index: int | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close the database.
 
@@ -206,7 +214,7 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
         build_authenticator(config),
     )
     host, port = parse_addr(config.http.addr)
-    access = AccessLogSink(config.log.formatter, dict(config.log.fields))
+    access = AccessLogSink(config.log.formatter, log_fields(config, worker_index))
     access_logger = logging.getLogger("dockyard.access")
     runner = web.AppRunner(
         app,
@@ -288,8 +296,9 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes sharing the port (SO_REUSEPORT). Not with the pull-through cache, whose "
-    "one-download-per-blob guarantee holds within a process.",
+    help="Processes sharing the port (SO_REUSEPORT). With the pull-through cache they still "
+    "make one upstream request per blob and per tag: lock files under <root>/locks pick "
+    "the process that downloads, the others follow it.",
 )
 @click.option("--worker-index", type=int, default=None, hidden=True)
 def serve(
@@ -317,17 +326,12 @@ def serve(
         raise SystemExit(2) from None
     config = loaded.config
     if workers > 1:
-        if upstreams_from_config(config.proxy)[0]:
-            click.echo(
-                "dockyard: --workers cannot be combined with the pull-through cache "
-                "(proxy.upstreams or proxy.remoteurl): each worker would fetch on its own",
-                err=True,
-            )
-            raise SystemExit(2)
         args = [f"--config={config_path}"] if config_path is not None else []
         args += [f"--addr={config.http.addr}", f"--root={config.root}"]
         raise SystemExit(run_workers(workers, args))
-    listener = configure_logging(config.log.level, config.log.formatter, dict(config.log.fields))
+    listener = configure_logging(
+        config.log.level, config.log.formatter, log_fields(config, worker_index)
+    )
     for warning in loaded.warnings:
         log.warning(warning)
     try:
