@@ -513,7 +513,7 @@ class Bench:
         upstream = f"http://127.0.0.1:{self.upstream.port}"
         if kind == DOCKYARD:
             extra = f"proxy: {{upstreams: [{{name: docker.io, url: '{upstream}'}}]}}\n"
-            # --workers is refused with the cache (coalescing holds within one process).
+            # The pull-through rows are measured with one process, as published.
             args = [a for a in self.args.dockyard_arg if not a.startswith("--workers")]
         else:
             extra = f"proxy: {{remoteurl: '{upstream}'}}\n"

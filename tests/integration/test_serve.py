@@ -316,11 +316,3 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     assert output.count('"msg": "listening"') == 2
     assert output.count('"msg": "stopped"') == 2
-
-
-def test_workers_refused_with_the_cache(tmp_path: Path) -> None:
-    config = tmp_path / "proxy.yml"
-    config.write_text("proxy:\n  remoteurl: http://127.0.0.1:9\n")
-    result = _serve(tmp_path, "--workers", "2", config=config.read_text())
-    assert result.returncode == 2
-    assert "--workers" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 from aiohttp import web
 
 from dockyard.api.context import context
@@ -9,6 +11,7 @@ from dockyard.errors import BlobUnknownError, ManifestUnknownError, UnsupportedE
 from dockyard.oci.digest import Digest
 from dockyard.proxy.fetcher import Download
 from dockyard.proxy.router import ProxyTarget, imported_repository
+from dockyard.registry.blobs import LocalBlobStore
 from dockyard.registry.manifests import StoredManifest
 
 
@@ -63,6 +66,23 @@ def namespace_headers(request: web.Request, target: ProxyTarget | None) -> dict[
     return {}
 
 
+async def _open_download(blobs: LocalBlobStore, download: Download) -> BinaryIO:
+    """The file a download's bytes are in: its staging file, or the blob once committed."""
+    try:
+        return blobs.open_staged(download.staging_key)
+    except FileNotFoundError:
+        pass
+    try:
+        # Committed (renamed) between our checks: the final file holds the same bytes.
+        return blobs.open_committed(download.digest)
+    except FileNotFoundError:
+        # Neither: the download failed and its file is gone, or is about to say so.
+        await download.wait_finished()
+        if download.error is not None:
+            raise download.error from None
+        return blobs.open_committed(download.digest)
+
+
 async def stream_download(
     request: web.Request, download: Download, headers: dict[str, str]
 ) -> web.StreamResponse:
@@ -80,11 +100,7 @@ async def stream_download(
         fobj = blobs.open_committed(download.digest)
     else:
         download_size = download.size
-        try:
-            fobj = blobs.open_staged(download.staging_key)
-        except FileNotFoundError:
-            # Committed (renamed) between our checks: the final file holds the same bytes.
-            fobj = blobs.open_committed(download.digest)
+        fobj = await _open_download(blobs, download)
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = download_size
     try:

@@ -37,6 +37,7 @@ from dockyard.ops.gc import GarbageCollector, GCOptions
 from dockyard.ops.maintenance import Maintenance, Schedule
 from dockyard.ops.quota import QuotaEnforcer, QuotaRule
 from dockyard.proxy.cache import PullThroughCache
+from dockyard.proxy.locks import LockDir
 from dockyard.proxy.router import Router
 from dockyard.proxy.upstream import UpstreamClient, upstreams_from_config
 from dockyard.registry import Registry
@@ -177,13 +178,22 @@ def build_cache(config: Config, registry: Registry) -> PullThroughCache | None:
                 }
             },
         )
-    return PullThroughCache(registry, Router(clients, default))
+    # Shared by every process serving this root (`--workers`): one upstream request each.
+    return PullThroughCache(registry, Router(clients, default), LockDir(config.root / "locks"))
 
 
 async def _flush_access_log(access: AccessLogSink, interval: float = 0.1) -> None:
     while True:
         await asyncio.sleep(interval)
         access.flush()
+
+
+def log_fields(config: Config, worker_index: int | None) -> dict[str, Any]:
+    """The fields every log line carries: `log.fields`, and the worker's index."""
+    fields: dict[str, Any] = dict(config.log.fields)
+    if worker_index is not None:
+        fields["worker"] = worker_index
+    return fields
 
 
 async def run_server(config: Config, worker_index: int | None = None) -> None:
@@ -204,7 +214,7 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
         build_authenticator(config),
     )
     host, port = parse_addr(config.http.addr)
-    access = AccessLogSink(config.log.formatter, dict(config.log.fields))
+    access = AccessLogSink(config.log.formatter, log_fields(config, worker_index))
     access_logger = logging.getLogger("dockyard.access")
     runner = web.AppRunner(
         app,
@@ -286,8 +296,9 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes sharing the port (SO_REUSEPORT). Not with the pull-through cache, whose "
-    "one-download-per-blob guarantee holds within a process.",
+    help="Processes sharing the port (SO_REUSEPORT). With the pull-through cache they still "
+    "make one upstream request per blob and per tag: lock files under <root>/locks pick "
+    "the process that downloads, the others follow it.",
 )
 @click.option("--worker-index", type=int, default=None, hidden=True)
 def serve(
@@ -315,17 +326,12 @@ def serve(
         raise SystemExit(2) from None
     config = loaded.config
     if workers > 1:
-        if upstreams_from_config(config.proxy)[0]:
-            click.echo(
-                "dockyard: --workers cannot be combined with the pull-through cache "
-                "(proxy.upstreams or proxy.remoteurl): each worker would fetch on its own",
-                err=True,
-            )
-            raise SystemExit(2)
         args = [f"--config={config_path}"] if config_path is not None else []
         args += [f"--addr={config.http.addr}", f"--root={config.root}"]
         raise SystemExit(run_workers(workers, args))
-    listener = configure_logging(config.log.level, config.log.formatter, dict(config.log.fields))
+    listener = configure_logging(
+        config.log.level, config.log.formatter, log_fields(config, worker_index)
+    )
     for warning in loaded.warnings:
         log.warning(warning)
     try:

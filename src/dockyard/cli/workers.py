@@ -3,7 +3,9 @@
 The parent starts N copies of `dockyard serve` (each told its index), forwards SIGTERM and
 SIGINT to them and exits when they have; if one dies on its own, the others are stopped too
 so a supervisor (Kubernetes) restarts the whole set. Only worker 0 runs the periodic
-maintenance jobs. Each worker keeps its own metrics.
+maintenance jobs. Each worker keeps its own metrics, and its log lines carry its index.
+The pull-through cache coordinates the workers through lock files in the store
+(`dockyard.proxy.locks`): still one upstream request per blob and per tag.
 """
 
 from __future__ import annotations

@@ -4,13 +4,18 @@ Reads try the local store first; a miss goes to the upstream the router picked. 
 digest is immutable and never revalidated. A tag is revalidated after its upstream's
 freshness interval; when the upstream fails (unreachable, slow, 5xx, 429) the cached tag
 is served instead.
+
+Across the processes of `serve --workers`, a lock file per blob and per manifest request
+keeps the one-upstream-request guarantee: one process asks, the others wait and then read
+what it stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dockyard.errors import (
@@ -24,6 +29,7 @@ from dockyard.errors import (
 from dockyard.oci.digest import Digest, is_digest_like
 from dockyard.oci.names import validate_tag
 from dockyard.proxy.fetcher import BlobFetcher, Download
+from dockyard.proxy.locks import LockDir
 from dockyard.proxy.router import ProxyTarget, Router
 from dockyard.proxy.singleflight import SingleFlight
 from dockyard.proxy.upstream import UpstreamClient
@@ -52,11 +58,16 @@ class PullThroughCache:
     """Manifests and blobs of routed repositories, from the cache or the upstream."""
 
     def __init__(
-        self, registry: Registry, router: Router, clock: Callable[[], float] = time.time
+        self,
+        registry: Registry,
+        router: Router,
+        locks: LockDir,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
         self.router = router
-        self.fetcher = BlobFetcher(registry.blobs, registry.driver)
+        self.fetcher = BlobFetcher(registry.blobs, registry.driver, locks)
+        self._locks = locks
         self._clock = clock
         # Many nodes asking for the same new tag make one upstream request.
         self._manifests: SingleFlight[StoredManifest] = SingleFlight()
@@ -82,19 +93,32 @@ class PullThroughCache:
                 return found
             except ManifestUnknownError:
                 upstream.stats.misses += 1
+            key = f"{target.local_name}@{digest}"
             return await self._manifests.do(
-                f"{target.local_name}@{digest}",
-                lambda: self._fetch_manifest(target, reference, digest),
+                key,
+                lambda: self._exclusively(
+                    key,
+                    upstream,
+                    lambda: self._stored(target.local_name, reference),
+                    lambda: self._fetch_manifest(target, reference, digest),
+                ),
             )
         tag = validate_tag(reference)
-        age = await manifests.tag_age(target.local_name, tag, self._clock())
+        updated = await manifests.tag_updated(target.local_name, tag)
+        age = None if updated is None else self._clock() - updated
         if age is not None and age < upstream.settings.tag_ttl:
             upstream.stats.hits += 1
             return await manifests.get(target.local_name, tag)
+        key = f"{target.local_name}:{tag}"
         try:
             return await self._manifests.do(
-                f"{target.local_name}:{tag}",
-                lambda: self._revalidate(target, tag, cached=age is not None),
+                key,
+                lambda: self._exclusively(
+                    key,
+                    upstream,
+                    lambda: self._refreshed(target.local_name, tag, updated),
+                    lambda: self._revalidate(target, tag, cached=age is not None),
+                ),
             )
         except UPSTREAM_FAILURES as exc:
             if age is None:
@@ -112,6 +136,41 @@ class PullThroughCache:
             )
             upstream.stats.hits += 1
             return await manifests.get(target.local_name, tag)
+
+    async def _exclusively(
+        self,
+        key: str,
+        upstream: UpstreamClient,
+        stored: Callable[[], Awaitable[StoredManifest | None]],
+        fetch: Callable[[], Awaitable[StoredManifest]],
+    ) -> StoredManifest:
+        """Ask the upstream for a manifest in one process at a time: the others wait for
+        the lock, then find what the first one stored (`stored`) instead of asking again.
+        A holder that hangs is waited for no longer than its upstream calls may take."""
+        settings = upstream.settings
+        patience = 2 * settings.connect_timeout + 3 * settings.timeout
+        name = "manifest-" + hashlib.sha256(key.encode()).hexdigest()
+        async with self._locks.exclusive(name, patience):
+            found = await stored()
+            if found is not None:
+                upstream.stats.hits += 1
+                return found
+            return await fetch()
+
+    async def _stored(self, repository: str, reference: str) -> StoredManifest | None:
+        try:
+            return await self.registry.manifests.get(repository, reference)
+        except ManifestUnknownError:
+            return None
+
+    async def _refreshed(
+        self, repository: str, tag: str, seen: float | None
+    ) -> StoredManifest | None:
+        """The tag, if another process wrote or revalidated it since it was `seen`."""
+        updated = await self.registry.manifests.tag_updated(repository, tag)
+        if updated is None or (seen is not None and updated <= seen):
+            return None
+        return await self._stored(repository, tag)
 
     async def _revalidate(self, target: ProxyTarget, tag: str, cached: bool) -> StoredManifest:
         upstream = target.upstream

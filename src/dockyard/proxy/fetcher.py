@@ -4,6 +4,12 @@ A download streams into a staging file while it is hashed; every waiting client 
 bytes already on disk and then waits for more. Only when the whole blob has arrived and its
 digest matches is it committed; a mismatch discards it and fails every waiting client. The
 download is its own task: it finishes and commits even if every client goes away.
+
+Within a process the clients of a blob share one `Download`. Across the processes serving
+one store (`serve --workers`), the blob's lock file (`dockyard.proxy.locks`) elects the one
+process that downloads; the others follow its staging file (`dockyard.proxy.follow`). If
+the leader dies, the kernel drops its lock and the next process to take it discards the
+partial file and starts over.
 """
 
 from __future__ import annotations
@@ -13,57 +19,44 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import aiohttp
 
 from dockyard.errors import RegistryError, UpstreamBadResponseError, UpstreamTimeoutError
 from dockyard.oci.digest import Digest
+from dockyard.proxy.download import Download
+from dockyard.proxy.follow import Follower, Outcome, failed_state, hold_staging, started_state
+from dockyard.proxy.locks import LockDir, LockFile
 from dockyard.proxy.upstream import UpstreamClient
 from dockyard.registry.blobs import LocalBlobStore
 from dockyard.registry.paths import upload_key
 from dockyard.storage import BlobDriver
 
+__all__ = ["BlobFetcher", "Download"]
+
 log = logging.getLogger("dockyard.proxy")
 
 READ_CHUNK = 1 << 20
+STAGING_PREFIX = upload_key("fetch-")
 
 
-@dataclass(eq=False)
-class Download:
-    """A blob on its way from an upstream; clients follow its progress."""
+def blob_lock_name(digest: Digest) -> str:
+    return f"blob-{digest.algorithm}-{digest.hex}"
 
-    digest: Digest
-    staging_key: str
-    size: int | None = None
-    written: int = 0
-    done: bool = False
-    error: RegistryError | None = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    task: asyncio.Task[None] | None = None
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_beyond(self, offset: int) -> None:
-        """Until more than `offset` bytes are on disk, or the download ended."""
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.written > offset or self.done or self.error is not None
-            )
-
-    async def wait_finished(self) -> None:
-        """Until the download was verified and committed, or failed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.done or self.error is not None)
-
-    async def wait_started(self) -> None:
-        """Until the upstream answered (the size is known) or the download failed."""
-        await self.started.wait()
-        if self.error is not None and self.written == 0:
-            raise self.error
+def _failure(upstream: UpstreamClient, exc: BaseException) -> RegistryError | None:
+    """The error clients see for an exception of a download, if it is one we expect."""
+    if isinstance(exc, RegistryError):
+        return exc
+    if not isinstance(exc, TimeoutError | aiohttp.ClientError | OSError):
+        return None
+    upstream.stats.errors += 1
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeoutError(f"upstream {upstream.settings.name} stalled")
+    return UpstreamBadResponseError(
+        f"download from {upstream.settings.name} failed: {exc.__class__.__name__}"
+    )
 
 
 class BlobFetcher:
@@ -73,10 +66,12 @@ class BlobFetcher:
         self,
         blobs: LocalBlobStore,
         driver: BlobDriver,
+        locks: LockDir,
         on_event: Callable[[str, UpstreamClient], None] | None = None,
     ) -> None:
         self._blobs = blobs
         self._driver = driver
+        self._locks = locks
         self._inflight: dict[str, Download] = {}
         self._on_event = on_event or (lambda _event, _upstream: None)
 
@@ -99,38 +94,11 @@ class BlobFetcher:
         self, upstream: UpstreamClient, remote: str, local: str, download: Download
     ) -> None:
         try:
-            await self._download(upstream, remote, download)
-            await self._blobs.commit_staged(
-                local, download.staging_key, download.digest, download.written
-            )
-            download.done = True
-            log.info(
-                "cached blob",
-                extra={
-                    "fields": {
-                        "upstream": upstream.settings.name,
-                        "repository": remote,
-                        "digest": str(download.digest),
-                        "bytes": download.written,
-                    }
-                },
-            )
-        except RegistryError as exc:
-            download.error = exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            upstream.stats.errors += 1
-            download.error = (
-                UpstreamTimeoutError(f"upstream {upstream.settings.name} stalled")
-                if isinstance(exc, TimeoutError)
-                else UpstreamBadResponseError(
-                    f"download from {upstream.settings.name} failed: {exc.__class__.__name__}"
-                )
-            )
+            await self._coordinate(upstream, remote, local, download)
+        except (RegistryError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            download.error = _failure(upstream, exc)
         finally:
             self._inflight.pop(str(download.digest), None)
-            if not download.done:
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self._driver.delete, download.staging_key)
             if download.error is not None:
                 log.warning(
                     "blob download failed",
@@ -143,12 +111,126 @@ class BlobFetcher:
                     },
                 )
             download.started.set()
-            await download._notify()
+            await download.notify()
 
-    async def _download(self, upstream: UpstreamClient, remote: str, download: Download) -> None:
+    async def _coordinate(
+        self, upstream: UpstreamClient, remote: str, local: str, download: Download
+    ) -> None:
+        """Lead the download, or follow the process that leads it."""
+        lock = self._locks.open(blob_lock_name(download.digest))
+        if not lock.held:
+            upstream.stats.coalesced += 1
+        while not lock.held:
+            try:
+                outcome = await Follower(lock, download, self._blobs, local).run()
+            except BaseException:
+                lock.close()
+                raise
+            if isinstance(outcome, LockFile):
+                break  # the leader died before we showed anything: lead instead
+            lock.close()
+            if outcome is Outcome.ENDED:
+                return
+            lock = self._locks.open(blob_lock_name(download.digest))
+        try:
+            await self._lead(upstream, remote, local, download, lock)
+        finally:
+            lock.close()
+
+    async def _lead(
+        self,
+        upstream: UpstreamClient,
+        remote: str,
+        local: str,
+        download: Download,
+        lock: LockFile,
+    ) -> None:
+        size = self._blobs.exists_anywhere(download.digest)
+        if size is not None:
+            # Another process committed it since this one looked.
+            await self._blobs.link(local, download.digest)
+            download.size = download.written = size
+            download.done = True
+            return
+        await self._discard_stale(lock)
+        log.info(
+            "fetching blob",
+            extra={
+                "fields": {
+                    "upstream": upstream.settings.name,
+                    "repository": remote,
+                    "digest": str(download.digest),
+                }
+            },
+        )
+        guard: list[BinaryIO] = []
+
+        def announce() -> None:
+            # Followers in other processes find the staging file through the lock file.
+            staging = self._blobs.open_staged(download.staging_key)
+            guard.append(staging)
+            hold_staging(staging)
+            lock.write_state(started_state(download.staging_key, download.size))
+
+        try:
+            await self._download(upstream, remote, download, announce)
+            await self._blobs.commit_staged(
+                local, download.staging_key, download.digest, download.written
+            )
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._driver.delete, download.staging_key)
+            error = _failure(upstream, exc)
+            if error is None:
+                raise  # cancelled: followers see the lock let go without a result
+            with contextlib.suppress(OSError):
+                lock.write_state(failed_state(download.staging_key, error))
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            for staging in guard:
+                staging.close()
+        download.done = True
+        log.info(
+            "cached blob",
+            extra={
+                "fields": {
+                    "upstream": upstream.settings.name,
+                    "repository": remote,
+                    "digest": str(download.digest),
+                    "bytes": download.written,
+                }
+            },
+        )
+
+    async def _discard_stale(self, lock: LockFile) -> None:
+        """A process that died leading this download left its partial file: never serve
+        it, remove it."""
+        stale = lock.state()
+        if stale is None:
+            return
+        lock.write_state({})
+        key = stale.get("staging")
+        if isinstance(key, str) and key.startswith(STAGING_PREFIX):
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._driver.delete, key)
+
+    async def _download(
+        self,
+        upstream: UpstreamClient,
+        remote: str,
+        download: Download,
+        announce: Callable[[], None],
+    ) -> None:
         async with upstream.blob(remote, str(download.digest)) as response:
             download.size = response.content_length
             writer = await asyncio.to_thread(self._driver.open_append, download.staging_key, True)
+            try:
+                announce()
+            except BaseException:
+                writer.close()
+                raise
             download.started.set()
             hasher = download.digest.hasher()
 
@@ -161,7 +243,7 @@ class BlobFetcher:
                     await asyncio.to_thread(write, chunk)
                     download.written += len(chunk)
                     upstream.stats.bytes_downloaded += len(chunk)
-                    await download._notify()
+                    await download.notify()
             finally:
                 await asyncio.to_thread(writer.close)
         if download.size is not None and download.written != download.size:

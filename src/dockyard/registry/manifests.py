@@ -164,10 +164,9 @@ class ManifestStore:
         subject = manifest.subject.digest if manifest.subject else None
         return PutManifestResult(digest, subject, tuple(tags))
 
-    async def tag_age(self, repo: str, tag: str, now: float) -> float | None:
-        """Seconds since a tag was last written or revalidated, or None if absent."""
-        updated = await self._db.read(q.tag_updated, repo, tag)
-        return None if updated is None else now - updated
+    async def tag_updated(self, repo: str, tag: str) -> float | None:
+        """When a tag was last written or revalidated (epoch seconds), or None if absent."""
+        return await self._db.read(q.tag_updated, repo, tag)
 
     async def touch_tag(self, repo: str, tag: str) -> None:
         """Mark a tag as revalidated now."""
