@@ -513,8 +513,7 @@ class Bench:
         upstream = f"http://127.0.0.1:{self.upstream.port}"
         if kind == DOCKYARD:
             extra = f"proxy: {{upstreams: [{{name: docker.io, url: '{upstream}'}}]}}\n"
-            # The pull-through rows are measured with one process, as published.
-            args = [a for a in self.args.dockyard_arg if not a.startswith("--workers")]
+            args = list(self.args.dockyard_arg)
         else:
             extra = f"proxy: {{remoteurl: '{upstream}'}}\n"
             args = []

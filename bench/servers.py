@@ -213,8 +213,25 @@ class Usage:
     peak_source: str  # "VmHWM" (reset at the start of the phase) or "sampled VmRSS"
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (`serve --workers` runs one process per worker)."""
+    found = [pid]
+    for current in found:
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                found += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
 class Monitor:
-    """CPU seconds and peak RSS of one process over a phase (`with Monitor(pid) as m:`)."""
+    """CPU seconds and peak RSS of a process and its children over a phase
+    (`with Monitor(pid) as m:`); with several processes, their sums."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid = pid
@@ -223,32 +240,43 @@ class Monitor:
         self._stop = threading.Event()
         self._sampled = 0
         self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._cpu0 = 0.0
+        self._pids: list[int] = []
+        self._cpu0: dict[int, float] = {}
         self._hwm_reset = False
+
+    def _rss_kib(self) -> int:
+        total = 0
+        for pid in self._pids:
+            with contextlib.suppress(OSError):
+                total += status_kib(pid, "VmRSS")
+        return total
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self._sampled = max(self._sampled, status_kib(self.pid, "VmRSS"))
-            except OSError:
-                return
+            self._sampled = max(self._sampled, self._rss_kib())
 
     def __enter__(self) -> Monitor:
-        self._hwm_reset = reset_peak_rss(self.pid)
-        self._sampled = status_kib(self.pid, "VmRSS")
-        self._cpu0 = cpu_seconds(self.pid)
+        self._pids = process_tree(self.pid)
+        self._hwm_reset = all([reset_peak_rss(pid) for pid in self._pids])
+        self._sampled = self._rss_kib()
+        for pid in self._pids:
+            with contextlib.suppress(OSError):
+                self._cpu0[pid] = cpu_seconds(pid)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        try:
-            cpu = cpu_seconds(self.pid) - self._cpu0
-            self._sampled = max(self._sampled, status_kib(self.pid, "VmRSS"))
-            hwm = status_kib(self.pid, "VmHWM") if self._hwm_reset else 0
-        except OSError:  # the process is gone
-            cpu, hwm = 0.0, 0
+        cpu = 0.0
+        hwm = 0
+        self._sampled = max(self._sampled, self._rss_kib())
+        for pid, start in self._cpu0.items():
+            try:  # a process that is gone counts nothing
+                cpu += cpu_seconds(pid) - start
+                hwm += status_kib(pid, "VmHWM") if self._hwm_reset else 0
+            except OSError:
+                continue
         if self._hwm_reset:
             self.usage = Usage(cpu, max(hwm, self._sampled) / 1024, "VmHWM")
         else:
