@@ -302,6 +302,14 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+        # The PID that was started stays the supervisor: a small process (it never loads
+        # the server) whose children are the two workers.
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss_kib = int(status.split("VmRSS:")[1].split()[0])
+        assert rss_kib < 30 * 1024, status
+        assert "dockyard.cli.workers" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
         client = RegistryClient(f"http://127.0.0.1:{port}")
         images = [client.push_image("workers/app", f"v{i}") for i in range(6)]
         # New connections land on either worker: everything committed is visible to both.

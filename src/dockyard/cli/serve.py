@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from dockyard.auth.tls import build_server_tls
 from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import AccessLogSink, configure_logging
-from dockyard.cli.workers import run_workers
+from dockyard.cli.workers import supervisor_command
 from dockyard.config import (
     Config,
     ConfigError,
@@ -328,7 +330,9 @@ def serve(
     if workers > 1:
         args = [f"--config={config_path}"] if config_path is not None else []
         args += [f"--addr={config.http.addr}", f"--root={config.root}"]
-        raise SystemExit(run_workers(workers, args))
+        # The supervisor only waits and forwards signals: replace this process (same PID)
+        # with one that never imports the server (~10 MB instead of ~65 MB resident).
+        os.execv(sys.executable, supervisor_command(workers, args))
     listener = configure_logging(
         config.log.level, config.log.formatter, log_fields(config, worker_index)
     )

@@ -1,11 +1,13 @@
 """`dockyard serve --workers N`: several processes sharing one port (SO_REUSEPORT).
 
-The parent starts N copies of `dockyard serve` (each told its index), forwards SIGTERM and
-SIGINT to them and exits when they have; if one dies on its own, the others are stopped too
-so a supervisor (Kubernetes) restarts the whole set. Only worker 0 runs the periodic
-maintenance jobs. Each worker keeps its own metrics, and its log lines carry its index.
-The pull-through cache coordinates the workers through lock files in the store
-(`dockyard.proxy.locks`): still one upstream request per blob and per tag.
+`serve` execs `python -m dockyard.cli.workers N ARGS...`: this module, standard library
+only, so the supervisor stays small (same PID). It starts N copies of `dockyard serve`
+(each told its index), forwards SIGTERM and SIGINT to them and exits when they have; if
+one dies on its own, the others are stopped too so a supervisor (Kubernetes) restarts the
+whole set. Only worker 0 runs the periodic maintenance jobs. Each worker keeps its own
+metrics, and its log lines carry its index. The pull-through cache coordinates the
+workers through lock files in the store (`dockyard.proxy.locks`): still one upstream
+request per blob and per tag.
 """
 
 from __future__ import annotations
@@ -48,3 +50,19 @@ def run_workers(count: int, serve_args: list[str]) -> int:
     for child in children:
         status = status or (child.returncode or 0)
     return status
+
+
+def supervisor_command(count: int, serve_args: list[str]) -> list[str]:
+    """argv that runs the supervisor of `count` workers of `dockyard serve <serve_args>`."""
+    return [sys.executable, "-m", "dockyard.cli.workers", str(count), *serve_args]
+
+
+def main(argv: list[str]) -> int:
+    if not argv or not argv[0].isdigit() or int(argv[0]) < 1:
+        print("usage: python -m dockyard.cli.workers COUNT [SERVE-ARGS...]", file=sys.stderr)
+        return 2
+    return run_workers(int(argv[0]), argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
