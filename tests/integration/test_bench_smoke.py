@@ -69,3 +69,17 @@ def test_quick_benchmark_writes_every_section_and_a_chart(tmp_path: Path) -> Non
     png = tmp_path / "bench-quick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Dockyard" in out.stdout and "targets" in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_profiler_samples_the_server_and_names_its_hot_functions(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.profile", "push", "--runs", "2", "--size", "64",
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    svg = (tmp_path / "profile-push.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    # The upload path shows up among the hot functions of a push.
+    assert "dockyard/registry/uploads.py" in out.stdout, out.stdout
