@@ -148,3 +148,25 @@ def test_exclusive_waits_for_the_holder_and_gives_up_after_its_patience(tmp_path
         stuck.close()
 
     asyncio.run(main())
+
+
+def test_sweep_removes_only_old_files_that_nobody_holds(tmp_path: Path) -> None:
+    locks = LockDir(tmp_path / "locks")
+    assert locks.sweep(600) == []  # no directory yet
+    dead = locks.open("blob-sha256-dead")
+    dead.write_state({"staging": "uploads/fetch-x"})
+    dead.close(remove=False)  # as a process killed mid-download leaves it
+    live = locks.open("blob-sha256-live")
+    fresh = locks.open("blob-sha256-fresh")
+    fresh.close(remove=False)
+    old = time.time() - 3600
+    for name in ("blob-sha256-dead", "blob-sha256-live"):
+        os.utime(tmp_path / "locks" / f"{name}.lock", (old, old))
+    try:
+        assert locks.sweep(600) == ["blob-sha256-dead.lock"]
+        remaining = sorted(p.name for p in (tmp_path / "locks").iterdir())
+        assert remaining == ["blob-sha256-fresh.lock", "blob-sha256-live.lock"]
+        assert live.held and live.poll() is Poll.TAKEN  # the live holder kept its lock
+    finally:
+        live.close()
+    assert locks.sweep(0, now=time.time() + 1) == ["blob-sha256-fresh.lock"]

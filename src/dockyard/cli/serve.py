@@ -207,6 +207,8 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
     tls = build_server_tls(config.http.tls)
     registry = build_registry(config)
     cache = build_cache(config, registry)
+    if cache is not None and not worker_index:
+        await cache.sweep_locks()  # left by a process that died (a crash, a kill -9)
     maintenance = build_maintenance(config, registry, primary=not worker_index)
     app = create_app(
         registry,

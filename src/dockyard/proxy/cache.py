@@ -12,6 +12,7 @@ what it stored.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -38,6 +39,9 @@ from dockyard.registry.blobs import BlobInfo
 from dockyard.registry.manifests import StoredManifest
 
 log = logging.getLogger("dockyard.proxy")
+
+# A lock file nobody holds and nobody wrote for this long was left by a process that died.
+STALE_LOCK_AGE = 600.0
 
 # Upstream failures after which a cached tag is served instead of an error.
 UPSTREAM_FAILURES = (
@@ -252,6 +256,13 @@ class PullThroughCache:
 
     def upstreams(self) -> dict[str, UpstreamClient]:
         return self.router.upstreams
+
+    async def sweep_locks(self, max_age: float = STALE_LOCK_AGE) -> list[str]:
+        """Remove the lock files of downloads whose process died (see LockDir.sweep)."""
+        removed = await asyncio.to_thread(self._locks.sweep, max_age)
+        if removed:
+            log.info("removed stale lock files", extra={"fields": {"locks": len(removed)}})
+        return removed
 
     async def close(self) -> None:
         await self._manifests.close()

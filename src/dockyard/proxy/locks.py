@@ -128,6 +128,29 @@ class LockDir:
             # The last holder removed this file between our open and our flock: again.
             os.close(fd)
 
+    def sweep(self, max_age: float, now: float | None = None) -> list[str]:
+        """Remove lock files left by holders that died (free, untouched for `max_age`
+        seconds); returns their names. Live holders' files are never touched."""
+        cutoff = (time.time() if now is None else now) - max_age
+        removed: list[str] = []
+        try:
+            paths = sorted(self.path.glob("*.lock"))
+        except OSError:
+            return removed
+        for path in paths:
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            lock = LockFile(path, fd, held=False)
+            if _try_flock(fd) and lock._names_our_file():
+                lock.held = True
+                removed.append(path.name)
+            lock.close()  # a holder removes the file as it lets go
+        return removed
+
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str, patience: float) -> AsyncIterator[bool]:
         """Hold the named lock for the block. Waits up to `patience` seconds for another
