@@ -48,6 +48,7 @@ FULL = ManifestOptions(
     tls_secret="dockyard-tls",
     htpasswd_secret="dockyard-users",
     htpasswd_realm="Edge registry",
+    workers=2,
 )
 FULL_ARGS = [
     "--namespace=mirror",
@@ -63,6 +64,7 @@ FULL_ARGS = [
     "--tls-secret=dockyard-tls",
     "--htpasswd-secret=dockyard-users",
     "--htpasswd-realm=Edge registry",
+    "--workers=2",
 ]
 VARIANTS = {"default": ManifestOptions(image=IMAGE), "full": FULL}
 
@@ -230,7 +232,7 @@ def test_every_path_in_the_config_is_mounted() -> None:
     pod = by_kind(FULL)["Deployment"]["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     config = dockyard_config(FULL)
-    assert c["args"] == ["--config", "/etc/dockyard/config.yml"]
+    assert c["args"][:2] == ["--config", "/etc/dockyard/config.yml"]
     expected: dict[str, dict[str, Any]] = {
         "/etc/dockyard/config.yml": {"configMap": {"name": "registry-config"}},
         config["storage"]["filesystem"]["rootdirectory"]: {
@@ -389,3 +391,19 @@ def test_long_upstream_names_still_make_valid_volume_names() -> None:
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
     volumes = by_kind(options)["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert all(len(v["name"]) <= 63 for v in volumes)
+
+
+def test_workers_reach_the_container_and_its_resources() -> None:
+    one = container(ManifestOptions(image=IMAGE))
+    assert "--workers" not in one["args"]
+    assert one["resources"]["requests"]["memory"] == "128Mi"
+    four = container(ManifestOptions(image=IMAGE, workers=4))
+    assert four["args"][-2:] == ["--workers", "4"]
+    assert four["resources"] == {
+        "requests": {"cpu": "400m", "memory": "416Mi"},
+        "limits": {"cpu": "4", "memory": "4Gi"},
+    }
+    with pytest.raises(ValueError, match="workers"):
+        ManifestOptions(workers=0)
+    result = CliRunner().invoke(cli, ["k8s", "manifests", "--workers=0"])
+    assert result.exit_code == 2 and "--workers" in result.output

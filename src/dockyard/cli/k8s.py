@@ -92,6 +92,14 @@ def _upstreams(urls: tuple[str, ...], secrets: tuple[str, ...]) -> tuple[Upstrea
 )
 @click.option("--htpasswd-realm", default="Dockyard", show_default=True, help="auth realm.")
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="`dockyard serve --workers N`: N processes for more small requests per second on N "
+    "cores (memory and CPU requests and limits grow with N).",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
@@ -108,6 +116,7 @@ def manifests(
     tls_secret: str | None,
     htpasswd_secret: str | None,
     htpasswd_realm: str,
+    workers: int,
     output: Path | None,
 ) -> None:
     """The Kubernetes objects that run Dockyard: Namespace, PVC, ConfigMap, Deployment and a
@@ -123,6 +132,7 @@ def manifests(
             tls_secret=tls_secret,
             htpasswd_secret=htpasswd_secret,
             htpasswd_realm=htpasswd_realm,
+            workers=workers,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -83,9 +83,13 @@ class ManifestOptions:
     tls_secret: str | None = None
     htpasswd_secret: str | None = None
     htpasswd_realm: str = "Dockyard"
+    # `serve --workers`: processes sharing the port, for small requests on several cores.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _check_name("namespace", self.namespace, _DNS_LABEL)
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be between 1 and 64, not {self.workers}")
         if not self.image or any(c.isspace() for c in self.image):
             raise ValueError(f"invalid image {self.image!r}")
         if not _QUANTITY.match(self.size):
@@ -279,6 +283,20 @@ def _volumes(options: ManifestOptions) -> tuple[list[dict[str, Any]], list[dict[
     return volumes, mounts
 
 
+def _resources(workers: int) -> dict[str, Any]:
+    """One process: 128Mi requested, 1Gi and 2 CPUs at most. Each further worker is another
+    ~80 MB process (the supervisor is ~10 MB): more memory, and a CPU each."""
+    if workers == 1:
+        return {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        }
+    return {
+        "requests": {"cpu": f"{100 * workers}m", "memory": f"{32 + 96 * workers}Mi"},
+        "limits": {"cpu": str(max(2, workers)), "memory": f"{workers}Gi"},
+    }
+
+
 def deployment(options: ManifestOptions) -> dict[str, Any]:
     """One Dockyard pod; Recreate, because the ReadWriteOnce volume cannot be shared."""
     scheme = "HTTPS" if options.tls_secret is not None else "HTTP"
@@ -288,14 +306,12 @@ def deployment(options: ManifestOptions) -> dict[str, Any]:
         "name": APP,
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
+        + (["--workers", str(options.workers)] if options.workers > 1 else []),
         "ports": [{"name": "registry", "containerPort": PORT, "protocol": "TCP"}],
         "livenessProbe": _probe("/healthz", scheme, period=10, failures=3),
         "readinessProbe": _probe("/readyz", scheme, period=5, failures=2),
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"cpu": "2", "memory": "1Gi"},
-        },
+        "resources": _resources(options.workers),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
