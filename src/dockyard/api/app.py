@@ -11,7 +11,7 @@ from dockyard.api.auth import TOKEN_PATH, authenticate, token_endpoint
 from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
 from dockyard.api.metrics import METRICS, Metrics, measure, metrics_endpoint
 from dockyard.api.middleware import errors, standard_headers
-from dockyard.api.routing import Resource, Route, match
+from dockyard.api.routing import Resource, Route, route_of
 from dockyard.auth.authenticator import Authenticator
 from dockyard.errors import MethodNotAllowedError, NotFoundError
 from dockyard.ops.maintenance import Maintenance
@@ -48,7 +48,7 @@ HANDLERS: dict[Resource, dict[str, RouteHandler]] = {
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route a `/v2/...` request to its resource handler."""
-    route = match(request.match_info["tail"])
+    route = route_of(request)
     if route is None:
         raise NotFoundError(detail={"path": request.path[:300]})
     by_method = HANDLERS[route.resource]

@@ -14,7 +14,7 @@ from aiohttp import web
 from dockyard.api.context import context
 from dockyard.api.middleware import Handler
 from dockyard.api.responses import json_response
-from dockyard.api.routing import Resource, Route, match
+from dockyard.api.routing import Resource, Route, route_of
 from dockyard.auth.authenticator import Authenticator, Identity
 from dockyard.auth.rules import DELETE, PULL, PUSH
 from dockyard.auth.tokens import parse_scopes
@@ -76,7 +76,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     auth = context(request).auth
     if auth is None or not request.path.startswith("/v2"):
         return await handler(request)
-    route = match(request.path[4:] if request.path.startswith("/v2/") else "")
+    route = route_of(request)
     try:
         who = auth.identify(request.headers.get("Authorization"))
     except UnauthorizedError as exc:

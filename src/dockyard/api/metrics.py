@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from dockyard.api.context import ApiContext
 from dockyard.api.middleware import Handler
-from dockyard.api.routing import match
+from dockyard.api.routing import route_of
 from dockyard.metadata import ops_queries as oq
 from dockyard.proxy.cache import PullThroughCache
 
@@ -128,14 +129,31 @@ class Metrics:
         if cache is not None:
             self.registry.register(UpstreamCollector(cache))
         self.registry.register(StorageCollector(ctx))
+        # labels() looks its child up under a lock on every call: keep the children.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[tuple[str, str], Any] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and its duration."""
+        key = (route, method, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        histogram = self._latency_children.get(key[:2])
+        if histogram is None:
+            histogram = self._latency_children[key[:2]] = self.latency.labels(route, method)
+        histogram.observe(seconds)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("dockyard_metrics", Metrics)
+# Label values stay few: any other method (a client may send any token) counts as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _route_label(request: web.Request) -> str:
     if request.path.startswith("/v2/") or request.path == "/v2":
-        route = match(request.path[4:])
+        route = route_of(request)
         return route.resource.value if route else "unknown"
     return request.path if request.path in ("/healthz", "/readyz", "/metrics") else "other"
 
@@ -156,8 +174,8 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
             metrics.bytes_in.inc(request.content_length)
         return response
     finally:
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        method = request.method if request.method in _METHODS else "other"
+        metrics.observe(route, method, status, time.perf_counter() - started)
 
 
 async def metrics_endpoint(request: web.Request) -> web.StreamResponse:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from aiohttp import web
+
 
 class Resource(Enum):
     BASE = "base"
@@ -50,3 +52,15 @@ def match(tail: str) -> Route | None:
         if found is not None:
             return Route(resource, found.group("name"), found.groupdict().get("arg") or "")
     return None
+
+
+_ROUTE: web.RequestKey[Route | None] = web.RequestKey("dockyard_route")
+
+
+def route_of(request: web.Request) -> Route | None:
+    """match() for a request's `/v2/...` path, worked out once per request (the metrics,
+    authentication and dispatch all need it)."""
+    if _ROUTE not in request:
+        path = request.path
+        request[_ROUTE] = match(path[4:] if path.startswith("/v2/") else "")
+    return request[_ROUTE]
