@@ -324,3 +324,51 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     assert output.count('"msg": "listening"') == 2
     assert output.count('"msg": "stopped"') == 2
+
+
+def test_workers_auto_starts_one_worker_per_available_cpu(tmp_path: Path) -> None:
+    from dockyard.cli.workers import available_cpus
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dockyard", "serve", "--addr", f"127.0.0.1:{port}",
+             "--root", str(tmp_path / "root"), "--workers", "auto"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    expected = available_cpus()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+        deadline = time.monotonic() + 30
+        while log.read_text().count('"msg": "listening"') < expected:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        if expected > 1:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            assert len(children) == expected
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()
+    assert log.read_text().count('"msg": "stopped"') == expected
+
+
+def test_a_stop_while_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
+    """SIGTERM that reaches a worker before it set up its handlers still exits 0."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "serve", "--addr", f"127.0.0.1:{port}",
+         "--root", str(tmp_path / "root"), "--workers", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    # The supervisor has exec'd and started its workers; they are still importing.
+    deadline = time.monotonic() + 30
+    while "dockyard.cli.workers" not in Path(f"/proc/{proc.pid}/cmdline").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output

@@ -24,7 +24,7 @@ from dockyard.auth.tls import build_server_tls
 from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import AccessLogSink, configure_logging
-from dockyard.cli.workers import supervisor_command
+from dockyard.cli.workers import MAX_WORKERS, available_cpus, supervisor_command
 from dockyard.config import (
     Config,
     ConfigError,
@@ -281,6 +281,16 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
         log.info("stopped")
 
 
+def _workers(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    """`--workers`: a count from 1 to MAX_WORKERS, or `auto`."""
+    text = value.strip().lower()
+    if text == "auto":
+        return available_cpus()
+    if text.isdigit() and 1 <= int(text) <= MAX_WORKERS:
+        return int(text)
+    raise click.BadParameter(f"{value!r} is not a number from 1 to {MAX_WORKERS} or auto")
+
+
 @click.command()
 @click.option(
     "--config",
@@ -297,12 +307,14 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
+    metavar="N|auto",
+    default="1",
+    callback=_workers,
     show_default=True,
-    help="Processes sharing the port (SO_REUSEPORT). With the pull-through cache they still "
-    "make one upstream request per blob and per tag: lock files under <root>/locks pick "
-    "the process that downloads, the others follow it.",
+    help="Processes sharing the port (SO_REUSEPORT), 1-64, or `auto`: one per CPU this "
+    "process may use (its affinity, capped by a cgroup CPU limit). With the pull-through "
+    "cache they still make one upstream request per blob and per tag: lock files under "
+    "<root>/locks pick the process that downloads, the others follow it.",
 )
 @click.option("--worker-index", type=int, default=None, hidden=True)
 def serve(

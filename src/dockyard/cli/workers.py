@@ -12,11 +12,41 @@ request per blob and per tag.
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
+
+MAX_WORKERS = 64
+
+
+def _cgroup_cpus(root: Path) -> float | None:
+    """The CPU quota of this process's cgroup (v2 `cpu.max`, v1 `cpu.cfs_*`), if any."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU limit (a container's
+    `resources.limits.cpu`), rounded up; at least 1, at most MAX_WORKERS."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpus(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, min(cpus, MAX_WORKERS))
 
 
 def run_workers(count: int, serve_args: list[str]) -> int:
@@ -28,6 +58,7 @@ def run_workers(count: int, serve_args: list[str]) -> int:
         for i in range(count)
     ]
     stopping = False
+    requested: set[int] = set()  # signals asked for from outside (a clean stop)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -36,20 +67,33 @@ def run_workers(count: int, serve_args: list[str]) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    def stop(signum: int, frame: FrameType | None) -> None:
+        requested.add(signum)
+        forward(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     status = 0
     while any(child.poll() is None for child in children):
         for child in children:
             code = child.poll()
             if code is not None and not stopping:
                 # One worker died: stop the rest, report its failure.
-                status = code or 1
+                status = _exit_status(code) or 1
                 forward(signal.SIGTERM, None)
         time.sleep(0.2)
     for child in children:
-        status = status or (child.returncode or 0)
+        code = child.returncode or 0
+        # A worker still starting when the stop came is ended by the signal itself.
+        if code < 0 and -code in requested:
+            code = 0
+        status = status or _exit_status(code)
     return status
+
+
+def _exit_status(code: int) -> int:
+    """A child's return code as an exit status (killed by signal N: 128 + N, as shells say)."""
+    return 128 - code if code < 0 else code
 
 
 def supervisor_command(count: int, serve_args: list[str]) -> list[str]:
