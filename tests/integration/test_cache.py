@@ -95,19 +95,6 @@ def upstream(name: str, server: DistributionServer | str, **settings: str) -> di
     return {"name": name, "url": url, **settings}
 
 
-def dockyard_events(server: DockyardServer, msg: str) -> list[dict[str, Any]]:
-    """Dockyard's JSON log lines whose `msg` is `msg`."""
-    events = []
-    for line in server.log().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("msg") == msg:
-            events.append(entry)
-    return events
-
-
 def cached_blob_files(dockyard: DockyardServer, digest: str) -> list[Path]:
     """Files under the Dockyard root's blobs/ whose path names this digest."""
     hexdigest = digest.split(":", 1)[1]
@@ -216,15 +203,13 @@ def test_containerd_pulls_three_registries_through_one_dockyard(
                 assert not [r for r in upstream_requests(other.log()) if repo in r.path], (
                     f"{other_registry} was asked for {repo}"
                 )
-    cached = {
-        (e.get("upstream"), e.get("digest")) for e in dockyard_events(dockyard, "cached blob")
-    }
+    cached = {(e.get("upstream"), e.get("digest")) for e in dockyard.events("cached blob")}
     for (registry, _client), (_digest, blobs) in images.items():
         for blob in blobs:
             assert (registry, blob) in cached, (registry, blob)
 
     # containerd named the registry in ?ns= on every request it sent to Dockyard.
-    for entry in dockyard_events(dockyard, "request"):
+    for entry in dockyard.events("request"):
         if str(entry.get("user_agent", "")).startswith("containerd/"):
             path = str(entry["path"])
             registry = next(r for r, repo in remote_repos.items() if f"/v2/{repo}/" in path)
@@ -349,7 +334,7 @@ def test_fifty_concurrent_pulls_make_one_upstream_request_per_blob(
         tag_requests = count_requests(hub.log(), "GET", tag_path)
         tag_requests += count_requests(hub.log(), "HEAD", tag_path)
         assert tag_requests == 1, upstream_requests(hub.log())
-        assert len(dockyard_events(dockyard, "cached blob")) == len(image.blob_digests)
+        assert len(dockyard.events("cached blob")) == len(image.blob_digests)
         # Clients got the big layer's first bytes while the upstream was still sending it.
         upstream_done = link.finished[f"/v2/{repo}/blobs/{big}"]
         early = [first for *_, first in results if first < upstream_done]
@@ -396,7 +381,7 @@ def test_stopped_upstream_serves_cached_content_and_fails_fast_otherwise(
     assert head.status_code == 200, head.status_code
     assert head.headers["Docker-Content-Digest"] == image.digest
     assert int(head.headers["Content-Length"]) == len(image.manifest)
-    fallbacks = dockyard_events(dockyard, "upstream failed; serving the cached tag")
+    fallbacks = dockyard.events("upstream failed; serving the cached tag")
     assert len(fallbacks) >= 2, dockyard.log()[-3000:]
     assert fallbacks[-1].get("upstream") == "docker.io"
 
@@ -410,9 +395,7 @@ def test_stopped_upstream_serves_cached_content_and_fails_fast_otherwise(
         f"oci:{tmp_path / 'copy'}:v1",
         timeout=60,
     )
-    assert len(dockyard_events(dockyard, "upstream failed; serving the cached tag")) > len(
-        fallbacks
-    )
+    assert len(dockyard.events("upstream failed; serving the cached tag")) > len(fallbacks)
     run(
         "skopeo",
         "copy",
@@ -586,9 +569,7 @@ def corrupting_upstream(
 
 
 def _download_failures(dockyard: DockyardServer, digest: str) -> int:
-    return sum(
-        1 for e in dockyard_events(dockyard, "blob download failed") if e.get("digest") == digest
-    )
+    return sum(1 for e in dockyard.events("blob download failed") if e.get("digest") == digest)
 
 
 def test_corrupted_blob_is_not_served_as_a_successful_response(
@@ -621,7 +602,7 @@ def test_corrupted_blob_is_not_cached_and_a_clean_upstream_heals_it(
             -3000:
         ]
         assert not cached_blob_files(dockyard, layer)
-    assert not any(e.get("digest") == layer for e in dockyard_events(dockyard, "cached blob"))
+    assert not any(e.get("digest") == layer for e in dockyard.events("cached blob"))
 
     # A real client through the path-prefix form fails too, and nothing is cached.
     result = run_unchecked(

@@ -11,7 +11,6 @@ index (`worker`), which tells which processes served the clients.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import sqlite3
@@ -56,7 +55,7 @@ def start_workers(tmp_path: Path, dockyard_factory: Callable[..., DockyardServer
             [{"name": "docker.io", "url": upstream_url, "tagttl": "5m", "timeout": "20s"}],
         )
         server = dockyard_factory(name, config=config, extra_args=["--workers", str(workers)])
-        assert wait_for(lambda: len(events(server, "listening")) == workers, timeout=30), (
+        assert wait_for(lambda: len(server.events("listening")) == workers, timeout=30), (
             server.log()[-3000:]
         )
         assert len(worker_pids(server)) == workers
@@ -65,28 +64,11 @@ def start_workers(tmp_path: Path, dockyard_factory: Callable[..., DockyardServer
     return start
 
 
-def events(server: DockyardServer, msg: str, **fields: Any) -> list[dict[str, Any]]:
-    """The server's JSON log lines with this `msg` (and these field values)."""
-    found = []
-    for line in server.log().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if (
-            isinstance(entry, dict)
-            and entry.get("msg") == msg
-            and all(entry.get(k) == v for k, v in fields.items())
-        ):
-            found.append(entry)
-    return found
-
-
 def workers_that_served(server: DockyardServer, path_part: str) -> set[int]:
     """Worker indexes whose access log has a request whose path contains `path_part`."""
     return {
         int(e["worker"])
-        for e in events(server, "request")
+        for e in server.events("request")
         if path_part in str(e.get("path")) and "worker" in e
     }
 
@@ -238,9 +220,9 @@ def test_concurrent_pulls_over_three_workers_make_one_upstream_request_per_blob_
         assert len(served) >= 2, served
         assert len(workers_that_served(dockyard, "/manifests/v1")) >= 2
         for digest in image.blob_digests:
-            assert len(events(dockyard, "fetching blob", digest=digest)) == 1
-            assert len(events(dockyard, "cached blob", digest=digest)) == 1
-        leader = events(dockyard, "fetching blob", digest=big)[0]["worker"]
+            assert len(dockyard.events("fetching blob", digest=digest)) == 1
+            assert len(dockyard.events("cached blob", digest=digest)) == 1
+        leader = dockyard.events("fetching blob", digest=big)[0]["worker"]
         assert served - {leader}, "no client of the big layer was served by a follower"
         # Followers streamed while the upstream was still sending, not after.
         upstream_done = link.finished[f"/v2/{repo}/blobs/{big}"]
@@ -276,8 +258,8 @@ def test_a_leader_killed_mid_download_does_not_wedge_the_others(
                 pool.submit(fetch_blob, blob_url(dockyard, name, layer), barrier)
                 for _ in range(clients)
             ]
-            assert wait_for(lambda: bool(events(dockyard, "fetching blob", digest=layer)))
-            leader = int(events(dockyard, "fetching blob", digest=layer)[0]["worker"])
+            assert wait_for(lambda: bool(dockyard.events("fetching blob", digest=layer)))
+            leader = int(dockyard.events("fetching blob", digest=layer)[0]["worker"])
             # Let the download get going: every client has bytes and is mid-body.
             assert wait_for(lambda: (dockyard.root / "uploads").is_dir(), timeout=10)
             time.sleep(1.0)
@@ -353,12 +335,12 @@ def test_corrupt_bytes_fail_every_client_in_every_worker_and_nothing_is_cached(
         assert proxy.blob_gets(layer) == 1, proxy.requests
         # Clients of both workers were failed: the leader's and the follower's.
         assert wait_for(
-            lambda: len({e.get("worker") for e in events(dockyard, "blob download failed")}) == 2
+            lambda: len({e.get("worker") for e in dockyard.events("blob download failed")}) == 2
         ), dockyard.log()[-3000:]
-        for entry in events(dockyard, "blob download failed"):
+        for entry in dockyard.events("blob download failed"):
             assert entry["digest"] == layer
             assert "does not match" in entry["error"], entry
-        assert len(events(dockyard, "fetching blob", digest=layer)) == 1
+        assert len(dockyard.events("fetching blob", digest=layer)) == 1
         assert stored_blob_rows(dockyard, layer) == 0
         assert not blob_files(dockyard, layer)
         assert leftovers(dockyard) == []

@@ -160,19 +160,6 @@ def _content_bytes(containerd: Containerd, digest: str, namespace: str = "defaul
     return result.stdout
 
 
-def access_log(server: DockyardServer) -> list[dict[str, object]]:
-    """Dockyard's access-log entries (one JSON object per request)."""
-    entries = []
-    for line in server.log().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("msg") == "request" and "path" in entry:
-            entries.append(entry)
-    return entries
-
-
 def _containerd_requests(
     server: DockyardServer, repo: str, expect: list[tuple[str, str]], timeout: float = 10.0
 ) -> list[dict[str, object]]:
@@ -185,7 +172,7 @@ def _containerd_requests(
     while True:
         requests = [
             e
-            for e in access_log(server)
+            for e in server.requests()
             if str(e["path"]).startswith(f"/v2/{repo}/")
             and str(e.get("user_agent", "")).startswith("containerd/")
         ]

@@ -109,20 +109,12 @@ def kill_upstream_servers(certs_d: Path) -> dict[str, str]:
 
 def dockyard_requests(dockyard: DockyardServer, repository: str) -> list[dict[str, object]]:
     """Dockyard's access-log entries for containerd's requests about one repository."""
-    found = []
-    for line in dockyard.log().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if (
-            isinstance(entry, dict)
-            and entry.get("msg") == "request"
-            and str(entry.get("path", "")).startswith(f"/v2/{repository}/")
-            and str(entry.get("user_agent", "")).startswith("containerd/")
-        ):
-            found.append(entry)
-    return found
+    return [
+        entry
+        for entry in dockyard.requests()
+        if str(entry.get("path", "")).startswith(f"/v2/{repository}/")
+        and str(entry.get("user_agent", "")).startswith("containerd/")
+    ]
 
 
 def assert_ns(requests: list[dict[str, object]], ns: str) -> None:

@@ -151,24 +151,12 @@ def test_oras_py_live_registry_suite(tmp_path: Path, dockyard: DockyardServer) -
     # The chunked push really was chunked: many PATCHes, the blob assembled at PUT.
     patches = [
         entry
-        for entry in _access_log(dockyard)
+        for entry in dockyard.requests()
         if entry.get("method") == "PATCH"
         and str(entry.get("path", "")).startswith("/v2/dinosaur/artifact/blobs/uploads/")
     ]
     assert len(patches) >= 1024, len(patches)
     assert {entry.get("status") for entry in patches} == {202}
-
-
-def _access_log(server: DockyardServer) -> list[dict[str, object]]:
-    entries = []
-    for line in server.log().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("msg") == "request":
-            entries.append(entry)
-    return entries
 
 
 def test_oras_py_suite_in_authenticated_mode(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 # Longer than the server's access-log batch interval (0.1 s) plus the writer thread's turn.
 ACCESS_LOG_FLUSH = 0.3
@@ -89,6 +91,30 @@ class DockyardServer:
         if self.proc is not None and self.proc.poll() is None:
             time.sleep(ACCESS_LOG_FLUSH)
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The log's JSON lines, parsed (anything else in the log is skipped)."""
+        entries = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def events(self, msg: str, **fields: Any) -> list[dict[str, Any]]:
+        """The JSON log lines with this `msg` (and these field values)."""
+        return [
+            e
+            for e in self.log_entries()
+            if e.get("msg") == msg and all(e.get(k) == v for k, v in fields.items())
+        ]
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The access log: one entry per request."""
+        return self.events("request")
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; returns the exit status."""

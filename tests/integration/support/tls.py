@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.integration.support.images import run
 from tests.integration.support.server import DockyardServer
@@ -44,20 +42,6 @@ class TLSDockyard(DockyardServer):
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"dockyard did not listen within 20s:\n{self.log()}")
-
-    def log_entries(self) -> list[dict[str, Any]]:
-        entries = []
-        for line in self.log().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                entries.append(entry)
-        return entries
-
-    def requests(self) -> list[dict[str, Any]]:
-        return [e for e in self.log_entries() if e.get("msg") == "request"]
 
 
 def tls_init(out: Path, *extra: str) -> str:
