@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from typing import Any, BinaryIO
 
 from aiohttp import web
@@ -12,7 +10,6 @@ from aiohttp.abc import AbstractStreamWriter
 
 from dockyard.errors import RegistryError
 
-READAHEAD_THRESHOLD = 8 << 20
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 
 
@@ -73,12 +70,8 @@ class SendfileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("client went away")
-            if self._count >= READAHEAD_THRESHOLD:
-                # Reading it all in order: let the kernel read further ahead.
-                with contextlib.suppress(OSError):
-                    os.posix_fadvise(
-                        self._fobj.fileno(), self._offset, self._count, os.POSIX_FADV_SEQUENTIAL
-                    )
+            # No read-ahead hints: POSIX_FADV_SEQUENTIAL measured no faster from the disk
+            # and about a third slower from the page cache (python -m bench --only pull).
             await request._loop.sendfile(transport, self._fobj, self._offset, self._count)
             await super().write_eof()
             return writer
