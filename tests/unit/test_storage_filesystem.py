@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -275,16 +276,29 @@ def _resident_bytes(path: Path) -> int:
     return int(out.strip())
 
 
+def _fs_type(path: Path) -> str:
+    return subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def disk_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a disk-backed filesystem: tmp_path, or (when the temporary directory
+    is tmpfs, whose pages are the storage itself) one beside the tests."""
+    if _fs_type(tmp_path) != "tmpfs":
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent, prefix=".page-cache-") as d:
+        assert _fs_type(Path(d)) != "tmpfs", "no disk-backed directory to write to"
+        yield Path(d)
+
+
 @pytest.mark.parametrize("keep_cached", [False, True])
 def test_a_large_staging_file_leaves_only_a_few_windows_in_the_page_cache(
-    tmp_path: Path, keep_cached: bool
+    disk_dir: Path, keep_cached: bool
 ) -> None:
-    fs_type = subprocess.run(
-        ["stat", "-f", "-c", "%T", str(tmp_path)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    if fs_type == "tmpfs":
-        pytest.skip("tmpfs pages are the storage itself: nothing can be dropped")
-    driver = FilesystemDriver(tmp_path / "store")
+    driver = FilesystemDriver(disk_dir / "store")
     size = W * 12
     writer = driver.open_append(STAGING_KEY, keep_cached=keep_cached)
     block = os.urandom(1 << 20)
