@@ -26,7 +26,14 @@ import aiohttp
 from dockyard.errors import RegistryError, UpstreamBadResponseError, UpstreamTimeoutError
 from dockyard.oci.digest import Digest
 from dockyard.proxy.download import Download
-from dockyard.proxy.follow import Follower, Outcome, failed_state, hold_staging, started_state
+from dockyard.proxy.follow import (
+    Follower,
+    Outcome,
+    adopt_committed,
+    failed_state,
+    hold_staging,
+    started_state,
+)
 from dockyard.proxy.locks import LockDir, LockFile
 from dockyard.proxy.upstream import UpstreamClient
 from dockyard.registry.blobs import LocalBlobStore
@@ -145,13 +152,8 @@ class BlobFetcher:
         download: Download,
         lock: LockFile,
     ) -> None:
-        size = self._blobs.exists_anywhere(download.digest)
-        if size is not None:
-            # Another process committed it since this one looked.
-            await self._blobs.link(local, download.digest)
-            download.size = download.written = size
-            download.done = True
-            return
+        if await adopt_committed(self._blobs, local, download):
+            return  # another process committed it since this one looked
         await self._discard_stale(lock)
         log.info(
             "fetching blob",

@@ -99,6 +99,21 @@ def recorded_error(state: dict[str, Any] | None) -> RegistryError | None:
     return cls(message or None, record.get("detail"), headers=headers)
 
 
+async def adopt_committed(blobs: LocalBlobStore, repository: str, download: Download) -> bool:
+    """If some process has committed the blob: make it visible in `repository` and mark the
+    download done. False when it is not stored (yet)."""
+    size = blobs.exists_anywhere(download.digest)
+    if size is None:
+        return False
+    try:
+        await blobs.stat(repository, download.digest)
+    except BlobUnknownError:
+        await blobs.link(repository, download.digest)
+    download.size = download.written = size
+    download.done = True
+    return True
+
+
 def interrupted(download: Download) -> RegistryError:
     return UpstreamUnavailableError(
         f"the download of {download.digest} by another worker was interrupted; try again"
@@ -183,14 +198,7 @@ class Follower:
 
     async def _ended(self, state: dict[str, Any] | None) -> Outcome | LockFile:
         download = self._download
-        size = self._blobs.exists_anywhere(download.digest)
-        if size is not None:
-            try:
-                await self._blobs.stat(self._repository, download.digest)
-            except BlobUnknownError:
-                await self._blobs.link(self._repository, download.digest)
-            download.size = download.written = size
-            download.done = True
+        if await adopt_committed(self._blobs, self._repository, download):
             self._let_go()
             return Outcome.ENDED
         error = recorded_error(state)
