@@ -499,6 +499,10 @@ def test_upstream_error_statuses(start_cache: StartCache, distribution_factory: 
         assert "MANIFEST_UNKNOWN" in assert_oci_error(missing, (404,))
         missing = get(f"{dockyard.url}/v2/{name}/blobs/sha256:{'0' * 64}", ns="docker.io")
         assert "BLOB_UNKNOWN" in assert_oci_error(missing, (404,))
+        # No manifest can have a tag that is not valid: unknown (404), and not asked upstream.
+        invalid = get(f"{dockyard.url}/v2/{name}/manifests/.INVALID", ns="docker.io")
+        assert "MANIFEST_UNKNOWN" in assert_oci_error(invalid, (404,))
+        assert not [r for r in link.requests if r[1].endswith("/manifests/.INVALID")]
 
         never_urls = [
             f"{dockyard.url}/v2/{name}-never/manifests/v1",

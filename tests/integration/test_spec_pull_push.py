@@ -549,10 +549,19 @@ def test_path_traversal_never_escapes(
 
 def test_invalid_tags(client: RegistryClient, repo: str) -> None:
     image = client.push_image(repo, "ok")
-    for tag in ("-bad", "a" * 129, "with+plus"):
+    for tag in ("-bad", ".INVALID_MANIFEST_NAME", "a" * 129, "with+plus"):
         r = client.push_manifest(repo, tag, image.body)
         assert r.status_code == 400, tag
         assert error_codes(r) == ["MANIFEST_INVALID"]
+        # "If the manifest is not found in the repository, the response code MUST be 404":
+        # a pull or a delete by a tag no manifest can have finds nothing.
+        for method in ("GET", "DELETE"):
+            r = client.request(method, f"/v2/{repo}/manifests/{tag}")
+            assert r.status_code == 404, (method, tag)
+            assert error_codes(r) == ["MANIFEST_UNKNOWN"]
+        r = client.request("HEAD", f"/v2/{repo}/manifests/{tag}")
+        assert r.status_code == 404 and not r.content, tag
+    assert client.request("GET", f"/v2/{repo}/manifests/ok").status_code == 200
 
 
 def test_unknown_endpoint_and_method(client: RegistryClient, repo: str) -> None:

@@ -28,7 +28,6 @@ from dockyard.errors import (
     UpstreamUnavailableError,
 )
 from dockyard.oci.digest import Digest, is_digest_like
-from dockyard.oci.names import validate_tag
 from dockyard.proxy.fetcher import BlobFetcher, Download
 from dockyard.proxy.locks import LockDir
 from dockyard.proxy.router import ProxyTarget, Router
@@ -36,7 +35,7 @@ from dockyard.proxy.singleflight import SingleFlight
 from dockyard.proxy.upstream import UpstreamClient
 from dockyard.registry import Registry
 from dockyard.registry.blobs import BlobInfo
-from dockyard.registry.manifests import StoredManifest
+from dockyard.registry.manifests import StoredManifest, lookup_reference
 
 log = logging.getLogger("dockyard.proxy")
 
@@ -107,7 +106,7 @@ class PullThroughCache:
                     lambda: self._fetch_manifest(target, reference, digest),
                 ),
             )
-        tag = validate_tag(reference)
+        tag = str(lookup_reference(target.local_name, reference))
         updated = await manifests.tag_updated(target.local_name, tag)
         age = None if updated is None else self._clock() - updated
         if age is not None and age < upstream.settings.tag_ttl:

@@ -20,7 +20,7 @@ from dockyard.metadata import queries as q
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest, is_digest_like
 from dockyard.oci.manifest import parse_manifest
-from dockyard.oci.names import validate_tag
+from dockyard.oci.names import is_valid_tag, validate_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,15 @@ def parse_reference(reference: str) -> Digest | str:
     return validate_tag(reference)
 
 
+def lookup_reference(repo: str, reference: str) -> Digest | str:
+    """parse_reference for reads and deletes: no manifest can have a tag that is not
+    valid, so such a tag is unknown (404 MANIFEST_UNKNOWN, as the spec requires for a
+    manifest that is not found) rather than refused; only a push refuses it with 400."""
+    if not is_digest_like(reference) and not is_valid_tag(reference):
+        raise ManifestUnknownError(detail={"name": repo, "reference": reference[:300]})
+    return parse_reference(reference)
+
+
 class ManifestStore:
     """Stores manifests exactly as pushed, with their references, tags and subject."""
 
@@ -81,7 +90,7 @@ class ManifestStore:
 
     async def get(self, repo: str, reference: str) -> StoredManifest:
         """A manifest by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) if absent."""
-        ref = parse_reference(reference)
+        ref = lookup_reference(repo, reference)
         if isinstance(ref, Digest):
             row = await self._db.read(q.manifest_by_digest, repo, str(ref))
         else:
@@ -174,7 +183,7 @@ class ManifestStore:
 
     async def delete(self, repo: str, reference: str) -> None:
         """Delete by digest removes the manifest and its tags; by tag removes only the tag."""
-        ref = parse_reference(reference)
+        ref = lookup_reference(repo, reference)
         if isinstance(ref, Digest):
             deleted = await self._db.write(q.delete_manifest, repo, str(ref))
         else:
