@@ -5,17 +5,26 @@ request bodies go out with `sendfile` straight from a file (never copied into Py
 response bodies are read with `recv_into` into one reused buffer and only counted (small
 bodies such as manifests can be kept). One parser (`ResponseParser`) is fed by a blocking
 client (`Connection`, one stream) and by a `selectors` loop that drives many connections at
-once from a single thread (`run_flows`).
+once from a single thread (`run_flows`), or from one process per CPU (`run_flows_parallel`),
+the way wrk runs one thread per CPU, so that one client thread is not what is measured.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+import queue as queue_module
 import selectors
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Barrier
 
 RECV_SIZE = 1 << 20
 
@@ -315,12 +324,18 @@ class _Flow:
 
 
 def run_flows(
-    host: str, port: int, flows: list[list[Get]], timeout: float, hash_first: bool = False
+    host: str,
+    port: int,
+    flows: list[list[Get]],
+    timeout: float,
+    hash_first: bool = False,
+    connected: Callable[[], None] | None = None,
 ) -> list[FlowResult]:
     """Run every flow (a list of requests on one keep-alive connection) at once.
 
-    Connections are opened first; the clock starts when the first requests go out. The
-    first flow can hash the body of its last response (to check the bytes are right).
+    Connections are opened first (then `connected` is called, if given); the clock starts
+    when the first requests go out. The first flow can hash the body of its last response
+    (to check the bytes are right).
     """
     selector = selectors.DefaultSelector()
     buffer = bytearray(RECV_SIZE)
@@ -331,6 +346,8 @@ def run_flows(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         states.append(_Flow(sock, f"{host}:{port}", requests, hash_first and i == 0))
+    if connected is not None:
+        connected()
     started = time.perf_counter()
     active = 0
     for flow in states:
@@ -385,3 +402,97 @@ def run_flows(
         for flow in states:
             flow.sock.close()
     return [flow.result for flow in states]
+
+
+def _flows_process(
+    host: str,
+    port: int,
+    flows: list[list[Get]],
+    timeout: float,
+    hash_first: bool,
+    ready: Barrier,
+    results: Queue[tuple[int, list[FlowResult] | str]],
+    index: int,
+) -> None:
+    def connected() -> None:
+        ready.wait(timeout)
+
+    try:
+        answer: list[FlowResult] | str = run_flows(
+            host, port, flows, timeout, hash_first, connected=connected
+        )
+    except BaseException as exc:  # reported to the parent, which raises it
+        ready.abort()
+        answer = f"{type(exc).__name__}: {exc}"
+    results.put((index, answer))
+
+
+def client_processes() -> int:
+    """One load-generating process per CPU this process may run on (as wrk's threads)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run_flows_parallel(
+    host: str,
+    port: int,
+    flows: list[list[Get]],
+    timeout: float,
+    processes: int,
+    hash_first: bool = False,
+) -> list[FlowResult]:
+    """run_flows with the flows dealt round-robin to `processes` processes.
+
+    Every process opens its connections, then all start together; results come back in
+    the order of `flows` (`started` and `finished` are comparable: perf_counter is the
+    system's monotonic clock). One process runs in this one, as run_flows.
+    """
+    processes = max(1, min(processes, len(flows)))
+    if processes == 1:
+        return run_flows(host, port, flows, timeout, hash_first)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Barrier(processes)
+    queue: Queue[tuple[int, list[FlowResult] | str]] = ctx.Queue()
+    shares = [flows[i::processes] for i in range(processes)]
+    children = [
+        ctx.Process(
+            target=_flows_process,
+            args=(host, port, share, timeout, hash_first and i == 0, ready, queue, i),
+            daemon=True,
+        )
+        for i, share in enumerate(shares)
+    ]
+    for child in children:
+        child.start()
+    try:
+        answers: dict[int, list[FlowResult] | str] = {}
+        deadline = time.monotonic() + timeout + 60
+        while len(answers) < processes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"load processes did not finish within {timeout + 60:.0f}s")
+            try:
+                index, answer = queue.get(timeout=min(remaining, 1.0))
+            except queue_module.Empty:
+                dead = [c for c in children if c.exitcode not in (None, 0)]
+                if dead:
+                    raise HTTPError(
+                        f"a load process exited with status {dead[0].exitcode}"
+                    ) from None
+                continue
+            answers[index] = answer
+    finally:
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+                child.join()
+    failures = [a for a in answers.values() if isinstance(a, str)]
+    if failures:
+        raise HTTPError(f"a load process failed: {failures[0]}")
+    ordered: list[FlowResult] = [FlowResult()] * len(flows)
+    for i in range(processes):
+        answer = answers[i]
+        assert not isinstance(answer, str)
+        for j, result in enumerate(answer):
+            ordered[i + j * processes] = result
+    return ordered

@@ -83,3 +83,66 @@ def test_profiler_samples_the_server_and_names_its_hot_functions(tmp_path: Path)
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     # The upload path shows up among the hot functions of a push.
     assert "dockyard/registry/uploads.py" in out.stdout, out.stdout
+
+
+class _BodyServer:
+    """A threaded HTTP server answering every GET with the same body (or cutting one off)."""
+
+    def __init__(self, body: bytes, cut_after: int | None = None) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if outer.cut_after is None:
+                    self.wfile.write(body)
+                else:
+                    self.wfile.write(body[: outer.cut_after])
+                    self.close_connection = True
+
+        self.cut_after = cut_after
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_parallel_load_processes_return_every_flow_in_order() -> None:
+    import hashlib
+
+    from bench.httpc import Get, HTTPError, run_flows_parallel
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    server = _BodyServer(body)
+    try:
+        flows = [[Get(f"/flow/{i}")] * (1 + i % 2) for i in range(7)]
+        results = run_flows_parallel("127.0.0.1", server.port, flows, 30, 3, hash_first=True)
+        assert len(results) == 7
+        for i, result in enumerate(results):
+            assert result.error is None
+            assert result.statuses == [200] * (1 + i % 2), i  # flow i came back as result i
+            assert result.received == len(body) * (1 + i % 2)
+            assert result.started <= result.finished
+        assert results[0].digest == "sha256:" + hashlib.sha256(body).hexdigest()
+        assert all(r.started > 0 for r in results)
+        server.cut_after = 1000  # a server that hangs up mid-body fails the flow, not the run
+        results = run_flows_parallel("127.0.0.1", server.port, flows[:4], 30, 2)
+        assert all(r.error and "closed" in r.error for r in results)
+    finally:
+        server.close()
+    with pytest.raises(HTTPError, match="load process failed"):
+        run_flows_parallel("127.0.0.1", server.port, flows[:4], 30, 2)  # nothing listens
