@@ -5,7 +5,7 @@ directory in which `docker.io/hosts.toml` names Dockyard as the only mirror and 
 loopback port as the upstream `server`, so a pull can only succeed through Dockyard and can
 never reach a real registry. Clients: `ctr images pull --hosts-dir` (an OCI image, a
 two-platform OCI index, a Docker manifest list pinned by digest, `_default/hosts.toml` for
-any registry) and the kubelet's CRI `PullImage` call over the socket (images land in the
+any registry), `ctr images push` (containerd's own pusher) and the kubelet's CRI `PullImage` call over the socket (images land in the
 `k8s.io` namespace). Every containerd request must carry `?ns=<registry>` — checked in
 Dockyard's access log, one JSON line per request with the query string in `path`.
 """
@@ -450,3 +450,62 @@ def test_default_hosts_toml_mirrors_any_registry(
     assert len(namespaces) == len(requests), requests
     assert set(namespaces) == {"ns=quay.io", "ns=ghcr.io"}, requests
     assert {e["status"] for e in requests} == {200}, requests
+
+
+def test_ctr_push_to_dockyard_and_pull_back(
+    tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
+) -> None:
+    """containerd's own pusher (`ctr images push`): blob HEADs, uploads, the manifest PUT;
+    a second repository on the same registry, then a pull of what containerd pushed."""
+    name = _image_name()
+    layout = tmp_path / "oci"
+    build_image(layout, "v1", arch=HOST_ARCH)
+    _skopeo_push(layout, "v1", f"{dockyard.host}/library/{name}:v1")
+    manifest_digest = str(_layout_descriptor(layout, "v1")["digest"])
+    config_digest, layer_digests = _image_blobs(layout, manifest_digest)
+    _mirror_docker_io(containerd, dockyard)
+    source = f"docker.io/library/{name}:v1"
+    containerd.pull(source)
+
+    targets = [f"{dockyard.host}/pushed/{name}:v2", f"{dockyard.host}/pushed/{name}-copy:v3"]
+    for target in targets:
+        containerd.ctr("images", "tag", source, target)
+        containerd.ctr("images", "push", "--plain-http", target)
+        repo = target.partition("/")[2].rpartition(":")[0]
+        tag = target.rpartition(":")[2]
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"{dockyard.url}/v2/{repo}/manifests/{tag}",
+                headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            ),
+            timeout=10,
+        ) as response:
+            assert response.headers["Docker-Content-Digest"] == manifest_digest
+            assert response.read() == _layout_blob(layout, manifest_digest)
+        for digest in [config_digest, *layer_digests]:
+            with urllib.request.urlopen(f"{dockyard.url}/v2/{repo}/blobs/{digest}") as r:
+                assert r.read() == _layout_blob(layout, digest), digest
+    pushes = [
+        e
+        for e in dockyard.requests()
+        if str(e.get("user_agent", "")).startswith("containerd/")
+        and str(e["path"]).startswith("/v2/pushed/")
+        and e["method"] in ("POST", "PUT", "PATCH")
+    ]
+    assert pushes and all(int(str(e["status"])) in (201, 202) for e in pushes), pushes
+
+    # What containerd pushed pulls back into a second containerd, one without the content.
+    second = Containerd(tmp_path / "ctd2")
+    second.write_config()
+    second.start()
+    try:
+        second.pull(targets[1], "--plain-http")
+        for digest in layer_digests:
+            assert _content_bytes(second, digest) == _layout_blob(layout, digest)
+    finally:
+        second.stop()
+    _containerd_requests(
+        dockyard,
+        f"pushed/{name}-copy",
+        [("GET", f"/v2/pushed/{name}-copy/blobs/{d}") for d in layer_digests],
+    )
