@@ -5,9 +5,10 @@ directory in which `docker.io/hosts.toml` names Dockyard as the only mirror and 
 loopback port as the upstream `server`, so a pull can only succeed through Dockyard and can
 never reach a real registry. Clients: `ctr images pull --hosts-dir` (an OCI image, a
 two-platform OCI index, a Docker manifest list pinned by digest, `_default/hosts.toml` for
-any registry), `ctr images push` (containerd's own pusher) and the kubelet's CRI `PullImage` call over the socket (images land in the
-`k8s.io` namespace). Every containerd request must carry `?ns=<registry>` — checked in
-Dockyard's access log, one JSON line per request with the query string in `path`.
+any registry), `ctr images push` (containerd's own pusher) and the kubelet's CRI
+`PullImage` call over the socket (images land in the `k8s.io` namespace). Every request
+containerd sends to a mirror must carry `?ns=<registry>` — checked in Dockyard's access
+log, one JSON line per request with the query string in `path`.
 """
 
 from __future__ import annotations
