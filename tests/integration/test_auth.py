@@ -198,6 +198,45 @@ def test_cross_repository_mount_needs_read_access(seeded: DockyardServer) -> Non
     assert r.status_code == 201
 
 
+def test_mount_challenge_names_the_source_and_one_token_covers_both(
+    token: DockyardServer,
+) -> None:
+    alice = _client(token, "alice")
+    layer = alice.push_blob("team/app", b"mounted layer bytes")
+    path = "/v2/public/tool/blobs/uploads/"
+    query = {"mount": layer, "from": "team/app"}
+    r = _client(token, None).request("POST", path, params=query)
+    assert r.status_code == 401
+    scope = "repository:public/tool:pull,push repository:team/app:pull"
+    assert f'scope="{scope}"' in r.headers["WWW-Authenticate"]
+
+    def bearer(user: str, scope: str) -> RegistryClient:
+        r = requests.get(
+            f"{token.url}/dockyard/auth/token",
+            params={"service": "dockyard", "scope": scope},
+            auth=(user, USERS[user]),
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        client = RegistryClient(token.url)
+        client.http.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        return client
+
+    # The token the challenge asked for mounts the blob.
+    r = bearer("robot", scope).request("POST", path, params=query)
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == layer
+    # A token for the target alone still uploads: the mount becomes a new session.
+    r = bearer("robot", "repository:public/other:pull,push").request(
+        "POST", "/v2/public/other/blobs/uploads/", params=query
+    )
+    assert r.status_code == 202 and r.headers["Location"], r.text
+    # A source that is not a repository name is left out of the challenge.
+    r = _client(token, None).request("POST", path, params={"mount": layer, "from": "Bad//Name"})
+    assert r.status_code == 401
+    assert 'scope="repository:public/tool:pull,push"' in r.headers["WWW-Authenticate"]
+
+
 def test_credentials_never_logged(seeded: DockyardServer) -> None:
     _client(seeded, "alice").request("GET", "/v2/team/app/tags/list")
     _client(seeded, "alice", "wrong-password-xyz").request("GET", "/v2/team/app/tags/list")

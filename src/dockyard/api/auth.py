@@ -19,7 +19,7 @@ from dockyard.auth.authenticator import Authenticator, Identity
 from dockyard.auth.rules import DELETE, PULL, PUSH
 from dockyard.auth.tokens import parse_scopes
 from dockyard.errors import DeniedError, NotFoundError, RegistryError, UnauthorizedError
-from dockyard.oci.names import validate_name
+from dockyard.oci.names import is_valid_name, validate_name
 
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("dockyard_identity", Identity)
 TOKEN_PATH = "/dockyard/auth/token"
@@ -71,6 +71,23 @@ def _unauthorized(
     return UnauthorizedError(message, headers={"WWW-Authenticate": header})
 
 
+def _challenge_scope(request: web.Request, route: Route, action: str) -> str:
+    """The scope a 401 asks the client to get a token for.
+
+    A cross-repository mount also reads the source repository, so (as Distribution does)
+    the challenge names `repository:<from>:pull` too, and a client that follows it gets
+    one token for both. A token without the source grant still uploads: the mount falls
+    back to a new session (202).
+    """
+    scope = f"repository:{route.name}:{'pull' if action == PULL else f'pull,{action}'}"
+    if route.resource is Resource.UPLOADS and request.method == "POST":
+        source = request.query.get("from")
+        # A source that is not a repository name cannot be mounted from: no scope for it.
+        if request.query.get("mount") and source and source != route.name and is_valid_name(source):
+            scope += f" repository:{source}:pull"
+    return scope
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     auth = context(request).auth
@@ -101,7 +118,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     action = required_action(route, request.method)
     if action is None or action in auth.allowed(who, route.name):
         return await handler(request)
-    scope = f"repository:{route.name}:{'pull' if action == PULL else f'pull,{action}'}"
+    scope = _challenge_scope(request, route, action)
     if who.anonymous or who.token_access is not None:
         # No credentials, or a token without this grant: ask for (a better) token.
         message = f"{action} access to {route.name} requires authentication"

@@ -14,9 +14,14 @@ _TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
 MAX_NAME_LENGTH = 255
 
 
+def is_valid_name(name: str) -> bool:
+    """True for a repository name that follows the spec's grammar (and length limit)."""
+    return bool(name) and len(name) <= MAX_NAME_LENGTH and bool(_NAME.fullmatch(name))
+
+
 def validate_name(name: str) -> str:
     """Return the name if it follows the spec's grammar; NameInvalidError otherwise."""
-    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+    if not is_valid_name(name):
         raise NameInvalidError(
             "invalid repository name: components must match "
             "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)* separated by '/'",
