@@ -11,7 +11,8 @@ if [ "${DOCKYARD_SKIP_INSTALL:-}" != "1" ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-pip ca-certificates iproute2 util-linux \
-    docker-registry skopeo podman buildah containerd umoci jq apache2-utils wrk zstd >/dev/null
+    docker-registry docker.io skopeo podman buildah containerd umoci jq apache2-utils wrk zstd \
+    >/dev/null
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
