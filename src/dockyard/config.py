@@ -246,6 +246,15 @@ class CacheBudgetConfig(_Section):
     interval: Duration = "1m"
 
 
+DOCKER_HUB_HOSTS = ("docker.io", "registry-1.docker.io", "index.docker.io")
+
+
+def registry_of_url(url: str) -> str:
+    """The registry an upstream URL serves, as containerd names it (`docker.io` for Hub)."""
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    return "docker.io" if host in DOCKER_HUB_HOSTS else host
+
+
 class ProxyConfig(_Section):
     """The pull-through cache: Distribution's single `remoteurl` and Dockyard's `upstreams`."""
 
@@ -254,7 +263,30 @@ class ProxyConfig(_Section):
     password: str | None = None
     ttl: Duration | None = None
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    # The upstream for requests that name no registry (no `?ns=`, no path prefix), such
+    # as Docker's `registry-mirrors`; `remoteurl`'s registry when that is set.
+    default: str | None = None
     cache: CacheBudgetConfig = Field(default_factory=CacheBudgetConfig)
+
+    @model_validator(mode="after")
+    def _default_is_an_upstream(self) -> ProxyConfig:
+        if self.default is None:
+            return self
+        names = {u.name for u in self.upstreams}
+        if self.remoteurl:
+            remote = registry_of_url(self.remoteurl)
+            if remote != self.default:
+                raise ValueError(
+                    f"proxy.default is {self.default!r} but proxy.remoteurl makes {remote!r} "
+                    "the default upstream: keep one of them"
+                )
+            names.add(remote)
+        if self.default not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ValueError(
+                f"proxy.default {self.default!r} is not one of proxy.upstreams[].name ({known})"
+            )
+        return self
 
 
 class HtpasswdConfig(_Section):

@@ -393,12 +393,12 @@ def test_registry_mirror_pulls_docker_hub_names_through_the_cache(
     config = layout_config_digest(layout, "host")
 
     # Docker's mirror requests carry neither `?ns=` nor a registry prefix, so docker.io must
-    # be the cache's default upstream: `remoteurl` names Docker Hub, and the docker.io entry
-    # of `upstreams` says where its content comes from (the stand-in).
+    # be the cache's default upstream (`proxy.default`); its entry in `upstreams` says where
+    # its content comes from (the stand-in).
     cache_yml = cache_config(
         tmp_path / "cache.yml",
         [{"name": "docker.io", "url": hub.url}],
-        proxy={"remoteurl": "https://registry-1.docker.io"},
+        proxy={"default": "docker.io"},
     )
     cache = dockyard_factory("cache", config=cache_yml)
     docker = start_docker(mirrors=[cache.url])

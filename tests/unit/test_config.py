@@ -664,3 +664,52 @@ def test_invalid_upstream_names_the_key(load: Loader, upstream: str, key: str) -
 
 def test_invalid_proxy_ttl_names_the_key(load: Loader) -> None:
     assert "proxy.ttl" in config_error(load, "proxy:\n  ttl: a week\n")
+
+
+def test_proxy_default_names_the_upstream_for_requests_without_a_registry(load: Loader) -> None:
+    from dockyard.proxy.upstream import upstreams_from_config
+
+    text = """\
+    proxy:
+      default: docker.io
+      upstreams:
+        - name: docker.io
+          url: https://registry-1.docker.io
+        - name: ghcr.io
+          url: https://ghcr.io
+    """
+    loaded = load(text)
+    assert loaded.warnings == ()
+    upstreams, default = upstreams_from_config(loaded.config.proxy)
+    assert default == "docker.io"
+    assert [u.name for u in upstreams] == ["docker.io", "ghcr.io"]
+    # Without it, only remoteurl makes a default; upstreams alone have none.
+    proxy = load(text.replace("      default: docker.io\n", "")).config.proxy
+    assert upstreams_from_config(proxy)[1] is None
+    proxy = load("proxy:\n  remoteurl: https://index.docker.io\n").config.proxy
+    assert upstreams_from_config(proxy)[1] == "docker.io"
+    # remoteurl and a default that agree.
+    both = "proxy:\n  remoteurl: https://registry-1.docker.io\n  default: docker.io\n"
+    assert upstreams_from_config(load(both).config.proxy)[1] == "docker.io"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "proxy:\n  default: quay.io\n  upstreams:\n    - {name: docker.io, url: https://x}\n",
+            ["proxy.default", "'quay.io'", "docker.io"],
+        ),
+        ("proxy:\n  default: docker.io\n", ["proxy.default", "'docker.io'", "none"]),
+        (
+            "proxy:\n  remoteurl: https://quay.io\n  default: docker.io\n",
+            ["proxy.remoteurl", "'quay.io'", "keep one"],
+        ),
+    ],
+)
+def test_a_proxy_default_that_is_no_upstream_is_refused(
+    load: Loader, text: str, words: list[str]
+) -> None:
+    message = config_error(load, text)
+    for word in words:
+        assert word in message

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dockyard.config import DOCKER_HUB_HOSTS
 from dockyard.errors import RegistryError
 from dockyard.oci.names import validate_name
-from dockyard.proxy.upstream import DOCKER_HUB_HOSTS, UpstreamClient
+from dockyard.proxy.upstream import UpstreamClient
 
 
 @dataclass(frozen=True, slots=True)

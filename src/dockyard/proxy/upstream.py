@@ -13,7 +13,13 @@ from pathlib import Path
 
 import aiohttp
 
-from dockyard.config import ProxyConfig, UpstreamConfig, parse_duration
+from dockyard.config import (
+    DOCKER_HUB_HOSTS,
+    ProxyConfig,
+    UpstreamConfig,
+    parse_duration,
+    registry_of_url,
+)
 from dockyard.errors import (
     BlobUnknownError,
     ManifestUnknownError,
@@ -28,7 +34,6 @@ from dockyard.proxy.auth import Challenge, TokenCache, basic_header, parse_chall
 MANIFEST_ACCEPT = ", ".join(
     [mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST]
 )
-DOCKER_HUB_HOSTS = ("docker.io", "registry-1.docker.io", "index.docker.io")
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,12 @@ class UpstreamSettings:
 
 
 def upstreams_from_config(proxy: ProxyConfig) -> tuple[list[UpstreamSettings], str | None]:
-    """All upstreams, and the name of the default one (Distribution's `remoteurl`)."""
+    """All upstreams, and the name of the default one (`proxy.default`, or the registry of
+    Distribution's `remoteurl`)."""
     upstreams = [UpstreamSettings.from_config(u) for u in proxy.upstreams]
-    default = None
+    default = proxy.default
     if proxy.remoteurl:
-        host = proxy.remoteurl.split("://", 1)[-1].split("/", 1)[0]
-        name = "docker.io" if host in DOCKER_HUB_HOSTS else host
+        name = registry_of_url(proxy.remoteurl)
         max_age = parse_duration(proxy.ttl) if proxy.ttl else 0.0
         existing = [u for u in upstreams if u.name == name]
         if not existing:
