@@ -9,14 +9,12 @@ fall back to a real upstream.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from tests.integration.support.daemon import start_daemon, stop_daemon
 from tests.integration.support.images import run
 from tests.integration.support.server import free_port
 
@@ -100,25 +98,14 @@ disabled_plugins = [
     def start(self, timeout: float = 30.0) -> Containerd:
         if not self.config_path.exists():
             self.write_config()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        self.proc = start_daemon(
+            "containerd",
             ["containerd", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.log_path,
+            lambda: self.socket.exists() and self._answers(),
+            timeout,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"containerd exited with status {self.proc.returncode}:\n{self.log()[-4000:]}"
-                )
-            if self.socket.exists() and self._answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"containerd did not answer within {timeout}s:\n{self.log()[-4000:]}")
+        return self
 
     def _answers(self) -> bool:
         result = subprocess.run(
@@ -128,13 +115,7 @@ disabled_plugins = [
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the containerd we started (by PID), SIGKILL if it does not exit."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_daemon(self.proc, timeout)
         if self._short_socket_dir is not None:
             shutil.rmtree(self._short_socket_dir, ignore_errors=True)
 

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.integration.support.daemon import start_daemon, stop_daemon
+
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER_CLI = "/usr/bin/docker"
 STORAGE_DRIVER = "overlay2"
@@ -129,23 +131,19 @@ class DockerDaemon:
         self.config_file.write_text(
             json.dumps({"deprecated-key-path": str(self.workdir / "key.json")}) + "\n"
         )
-        log = self.log_path.open("ab")
         # unshare(1) execs dockerd in place (no --fork): this PID is dockerd's own.
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"dockerd exited with status {self.proc.returncode}:\n{self.log()[-4000:]}"
-                )
-            if self.socket.exists() and self._answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"dockerd did not answer within {timeout}s:\n{self.log()[-4000:]}")
+        try:
+            self.proc = start_daemon(
+                "dockerd",
+                self.command(),
+                self.log_path,
+                lambda: self.socket.exists() and self._answers(),
+                timeout,
+            )
+        except (RuntimeError, TimeoutError):
+            self.stop()  # its managed containerd too
+            raise
+        return self
 
     def _answers(self) -> bool:
         result = subprocess.run(
@@ -160,13 +158,7 @@ class DockerDaemon:
         """SIGTERM the dockerd we started (by PID), SIGKILL if it does not exit; then make
         sure its managed containerd (by the PID it recorded) is gone too."""
         containerd_pid = self._containerd_pid()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_daemon(self.proc, timeout)
         if containerd_pid is not None:
             _stop_pid(containerd_pid, str(self.exec_root), timeout)
         shutil.rmtree(self.exec_dir, ignore_errors=True)
