@@ -193,15 +193,24 @@ def _assert_every_request_has_ns(requests: list[dict[str, object]], ns: str = "d
         assert f"ns={ns}" in query, f"request without ?ns={ns}: {entry}"
 
 
-def test_ctr_pull_docker_io_through_k3s_mirror(
-    tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
-) -> None:
+def _pushed_image(
+    tmp_path: Path, dockyard: DockyardServer
+) -> tuple[str, Path, str, str, list[str]]:
+    """A host-arch image pushed to Dockyard as library/<name>:v1 with skopeo: its name,
+    OCI layout, manifest digest, config digest and layer digests."""
     name = _image_name()
     layout = tmp_path / "oci"
     build_image(layout, "v1", arch=HOST_ARCH)
     _skopeo_push(layout, "v1", f"{dockyard.host}/library/{name}:v1")
     manifest_digest = str(_layout_descriptor(layout, "v1")["digest"])
     config_digest, layer_digests = _image_blobs(layout, manifest_digest)
+    return name, layout, manifest_digest, config_digest, layer_digests
+
+
+def test_ctr_pull_docker_io_through_k3s_mirror(
+    tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
+) -> None:
+    name, layout, manifest_digest, config_digest, layer_digests = _pushed_image(tmp_path, dockyard)
 
     _mirror_docker_io(containerd, dockyard)
     ref = f"docker.io/library/{name}:v1"
@@ -280,12 +289,7 @@ def test_ctr_pull_two_platform_index(
 def test_cri_pull_image_lands_in_k8s_io_namespace(
     tmp_path: Path, dockyard: DockyardServer, containerd: Containerd
 ) -> None:
-    name = _image_name()
-    layout = tmp_path / "oci"
-    build_image(layout, "v1", arch=HOST_ARCH)
-    _skopeo_push(layout, "v1", f"{dockyard.host}/library/{name}:v1")
-    manifest_digest = str(_layout_descriptor(layout, "v1")["digest"])
-    config_digest, layer_digests = _image_blobs(layout, manifest_digest)
+    name, layout, manifest_digest, config_digest, layer_digests = _pushed_image(tmp_path, dockyard)
 
     _mirror_docker_io(containerd, dockyard)
     ref = f"docker.io/library/{name}:v1"
@@ -458,12 +462,7 @@ def test_ctr_push_to_dockyard_and_pull_back(
 ) -> None:
     """containerd's own pusher (`ctr images push`): blob HEADs, uploads, the manifest PUT;
     a second repository on the same registry, then a pull of what containerd pushed."""
-    name = _image_name()
-    layout = tmp_path / "oci"
-    build_image(layout, "v1", arch=HOST_ARCH)
-    _skopeo_push(layout, "v1", f"{dockyard.host}/library/{name}:v1")
-    manifest_digest = str(_layout_descriptor(layout, "v1")["digest"])
-    config_digest, layer_digests = _image_blobs(layout, manifest_digest)
+    name, layout, manifest_digest, config_digest, layer_digests = _pushed_image(tmp_path, dockyard)
     _mirror_docker_io(containerd, dockyard)
     source = f"docker.io/library/{name}:v1"
     containerd.pull(source)
