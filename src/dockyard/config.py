@@ -185,9 +185,40 @@ class HTTPConfig(_Section):
         return value
 
 
+class PlatformConfig(_Section):
+    os: str
+    architecture: str
+
+
+class IndexValidationConfig(_Section):
+    """Which images an index must find in its repository when pushed (Distribution 3's keys).
+
+    `all`: every one; `none`: none (sparse indexes, e.g. one platform of a multi-platform
+    image with the index's digest kept); `list`: those whose platform is in `platformlist`
+    (every one when the list is empty, as in Distribution).
+    """
+
+    platforms: Literal["all", "none", "list"] = "all"
+    platformlist: list[PlatformConfig] = Field(default_factory=list)
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    def must_exist(self, platform: tuple[str, str] | None) -> bool:
+        """Whether an index entry with this (os, architecture) must already be stored."""
+        if self.platforms == "none":
+            return False
+        if self.platforms == "all" or not self.platformlist:
+            return True
+        return any(platform == (p.os, p.architecture) for p in self.platformlist)
+
+
 class ManifestValidationConfig(_Section):
     maxsize: int = Field(default=DEFAULT_MANIFEST_MAX_SIZE, gt=0)
     urls: dict[str, Any] = Field(default_factory=dict)
+    indexes: IndexValidationConfig = Field(default_factory=IndexValidationConfig)
 
 
 class ValidationConfig(_Section):

@@ -615,3 +615,76 @@ def test_delete_refused_when_deletes_disabled(
     assert "405" in err and "UNSUPPORTED" in err, err
     assert inspect(f"{ref}:v1")["Digest"] == digest
     assert list_tags(ref) == ["v1"]
+
+
+def test_sparse_index_with_validation_manifests_indexes(
+    dockyard_factory: Callable[..., DockyardServer], tmp_path: Path
+) -> None:
+    """Distribution 3's validation.manifests.indexes: with `platforms: list`, an index is
+    accepted when the listed platforms are present (the others may be missing), so a site
+    keeps a multi-platform image's index and digest with only the platform it runs."""
+    config = tmp_path / "sparse.yml"
+    config.write_text(
+        "validation:\n  manifests:\n    indexes:\n      platforms: List\n"
+        "      platformlist:\n        - os: linux\n          architecture: amd64\n"
+    )
+    sparse = dockyard_factory("sparse", config=config)
+    strict = dockyard_factory("strict")
+    assert "image indexes may be pushed without all of their images" in sparse.log()
+    src = tmp_path / "src"
+    build_image(src, "amd64", "amd64")
+    build_image(src, "arm64", "arm64")
+    index_digest = add_index(src, "multi", {"amd64": "amd64", "arm64": "arm64"})
+    amd64, arm64 = layout_digest(src, "amd64"), layout_digest(src, "arm64")
+
+    def push_index_only(server: DockyardServer) -> str:
+        args = ["copy", "--multi-arch=index-only", "--dest-tls-verify=false"]
+        return run_skopeo(*args, f"oci:{src}:multi", f"docker://{server.host}/edge/app:multi")
+
+    # Neither registry takes the index while its amd64 image is missing.
+    for server in (sparse, strict):
+        result = push_index_only(server)
+        assert "manifest blob unknown" in result.lower(), result
+    # With amd64 stored (arm64 still missing), the list-validating registry takes it.
+    for server in (sparse, strict):
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{src}:amd64",
+               f"docker://{server.host}/edge/app:amd64")  # fmt: skip
+    assert push_index_only(sparse) == ""
+    assert "manifest blob unknown" in push_index_only(strict).lower()
+    # The error names the image the strict registry misses: arm64 alone.
+    put = urllib.request.Request(
+        f"{strict.url}/v2/edge/app/manifests/multi",
+        data=layout_blob(src, index_digest),
+        method="PUT",
+        headers={"Content-Type": OCI_INDEX},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(put, timeout=10)
+    assert refused.value.code == 400
+    error = json.loads(refused.value.read())["errors"][0]
+    assert (error["code"], error["detail"]["missing"]) == ("MANIFEST_BLOB_UNKNOWN", [arm64])
+
+    ref = f"docker://{sparse.host}/edge/app"
+    raw = skopeo_bytes("inspect", "--raw", "--tls-verify=false", f"{ref}:multi")
+    assert raw == layout_blob(src, index_digest)
+    assert_manifest_served(sparse, "edge/app", index_digest, raw, OCI_INDEX)
+    # The stored platform pulls through the index; the missing one is not found.
+    one = tmp_path / "one-amd64"
+    skopeo("--override-arch", "amd64", "--override-os", "linux", "copy",
+           "--src-tls-verify=false", f"{ref}:multi", f"oci:{one}:amd64")  # fmt: skip
+    assert_same_image(src, "amd64", one, "amd64")
+    missing = f"oci:{tmp_path / 'none'}:arm64"
+    err = skopeo_fails("--override-arch", "arm64", "--override-os", "linux", "copy",
+                       "--src-tls-verify=false", f"{ref}:multi", missing)  # fmt: skip
+    assert "manifest unknown" in err.lower(), err
+    assert layout_blob(src, amd64) == skopeo_bytes(
+        "inspect", "--raw", "--tls-verify=false", f"{ref}@{amd64}"
+    )
+
+
+def run_skopeo(*args: str) -> str:
+    """Run skopeo; return "" on success, its stderr on failure."""
+    result = subprocess.run(
+        ["skopeo", *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    return "" if result.returncode == 0 else result.stderr

@@ -713,3 +713,49 @@ def test_a_proxy_default_that_is_no_upstream_is_refused(
     message = config_error(load, text)
     for word in words:
         assert word in message
+
+
+def test_validation_manifests_indexes_takes_distribution_3_keys(load: Loader) -> None:
+    text = """\
+    validation:
+      manifests:
+        indexes:
+          platforms: List
+          platformlist:
+            - architecture: amd64
+              os: linux
+    """
+    loaded = load(text)
+    assert loaded.warnings == ()
+    indexes = loaded.config.validation.manifests.indexes
+    assert indexes.platforms == "list"
+    assert indexes.must_exist(("linux", "amd64"))
+    assert not indexes.must_exist(("linux", "arm64"))
+    assert not indexes.must_exist(None)
+    # The default: every image of an index must be there; none: no image must.
+    default = load(None).config.validation.manifests.indexes
+    assert default.platforms == "all" and default.must_exist(("linux", "arm64"))
+    assert default.must_exist(None)
+    none = load("validation:\n  manifests:\n    indexes:\n      platforms: none\n")
+    assert not none.config.validation.manifests.indexes.must_exist(("linux", "amd64"))
+    # list without a platformlist checks every image, as Distribution does.
+    empty = load("validation:\n  manifests:\n    indexes:\n      platforms: list\n")
+    assert empty.config.validation.manifests.indexes.must_exist(("linux", "arm64"))
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (
+            "validation:\n  manifests:\n    indexes:\n      platforms: some\n",
+            "validation.manifests.indexes.platforms",
+        ),
+        (
+            "validation:\n  manifests:\n    indexes:\n      platforms: list\n"
+            "      platformlist: [{os: linux}]\n",
+            "validation.manifests.indexes.platformlist.0.architecture",
+        ),
+    ],
+)
+def test_invalid_index_validation_names_the_key(load: Loader, text: str, key: str) -> None:
+    assert key in config_error(load, text)

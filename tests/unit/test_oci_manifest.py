@@ -280,6 +280,20 @@ def test_oci_index() -> None:
     assert manifest.referrer_artifact_type is None
 
 
+def test_index_entries_carry_their_platform() -> None:
+    manifest = parse(oci_index(), mt.OCI_INDEX)
+    assert [m.platform for m in manifest.manifests] == [("linux", "amd64"), ("linux", "arm64")]
+    # platform is optional in the image spec: an absent or partial one is no platform.
+    odd = oci_index(
+        manifests=[
+            desc(mt.OCI_MANIFEST, b"a"),
+            desc(mt.OCI_MANIFEST, b"b", platform={"architecture": "amd64"}),
+            desc(mt.OCI_MANIFEST, b"c", platform="linux/amd64"),
+        ]
+    )
+    assert [m.platform for m in parse(odd, mt.OCI_INDEX).manifests] == [None, None, None]
+
+
 def test_index_without_media_type_is_detected_from_manifests() -> None:
     assert parse(oci_index(mediaType=_DROP)).media_type == mt.OCI_INDEX
 

@@ -148,6 +148,7 @@ def open_import_store(config: Config) -> Registry:
         FilesystemDriver(root),
         manifest_max_size=config.validation.manifests.maxsize,
         delete_enabled=False,
+        index_child_required=config.validation.manifests.indexes.must_exist,
     )
 
 

@@ -64,6 +64,7 @@ def build_registry(config: Config) -> Registry:
         manifest_max_size=config.validation.manifests.maxsize,
         delete_enabled=config.storage.delete.enabled,
         quota=enforcer,
+        index_child_required=config.validation.manifests.indexes.must_exist,
     )
 
 
@@ -352,6 +353,13 @@ def serve(
     )
     for warning in loaded.warnings:
         log.warning(warning)
+    indexes = config.validation.manifests.indexes
+    if indexes.platforms != "all":
+        log.warning(
+            "image indexes may be pushed without all of their images "
+            f"(validation.manifests.indexes.platforms: {indexes.platforms}); "
+            "tools that expect complete indexes can fail on them"
+        )
     try:
         asyncio.run(run_server(config, worker_index))
     except ConfigError as exc:  # a TLS file that cannot be used

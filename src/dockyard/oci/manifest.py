@@ -21,6 +21,8 @@ class Descriptor:
     urls: tuple[str, ...] = ()
     artifact_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    # (os, architecture) from an index entry's `platform`, when it names both.
+    platform: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,19 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         tuple(urls),
         artifact_type,
         _annotations(value.get("annotations"), where),
+        _platform(value.get("platform")),
     )
+
+
+def _platform(value: Any) -> tuple[str, str] | None:
+    """(os, architecture) of a descriptor's platform; None when it does not name both (the
+    image spec does not make `platform` required, so an odd one is not refused)."""
+    if not isinstance(value, dict):
+        return None
+    os_name, architecture = value.get("os"), value.get("architecture")
+    if isinstance(os_name, str) and isinstance(architecture, str):
+        return (os_name, architecture)
+    return None
 
 
 def _annotations(value: Any, where: str) -> dict[str, str]:

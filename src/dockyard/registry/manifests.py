@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dockyard.errors import (
@@ -82,9 +82,17 @@ def lookup_reference(repo: str, reference: str) -> Digest | str:
 class ManifestStore:
     """Stores manifests exactly as pushed, with their references, tags and subject."""
 
-    def __init__(self, db: Database, max_size: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_size: int,
+        child_required: Callable[[tuple[str, str] | None], bool] | None = None,
+    ) -> None:
         self._db = db
         self.max_size = max_size
+        # Whether an index entry with this (os, architecture) must already be stored when the
+        # index is pushed (validation.manifests.indexes); all of them by default.
+        self._child_required = child_required or (lambda platform: True)
         # Last pull per repository, kept in memory and written in batches (no write per GET).
         self._pulls: dict[tuple[str, str], float] = {}
 
@@ -154,6 +162,9 @@ class ManifestStore:
             blobs=tuple(str(d.digest) for d in manifest.blob_references()),
             children=tuple(str(d.digest) for d in manifest.manifests),
         )
+        required_children = tuple(
+            str(d.digest) for d in manifest.manifests if self._child_required(d.platform)
+        )
 
         def store(conn: sqlite3.Connection) -> None:
             repo_id = q.ensure_repository(conn, repo)
@@ -161,7 +172,7 @@ class ManifestStore:
             missing = []
             if check_references:
                 missing = q.missing_blobs(conn, repo_id, record.blobs)
-                missing += q.missing_manifests(conn, repo_id, record.children)
+                missing += q.missing_manifests(conn, repo_id, required_children)
             if missing:
                 raise ManifestBlobUnknownError(
                     f"manifest references {len(missing)} unknown blob(s) or manifest(s)",

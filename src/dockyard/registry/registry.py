@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard.metadata import Database
@@ -34,12 +35,13 @@ class Registry:
         manifest_max_size: int,
         delete_enabled: bool,
         quota: QuotaPolicy | None = None,
+        index_child_required: Callable[[tuple[str, str] | None], bool] | None = None,
     ) -> None:
         self.db = db
         self.driver = driver
         self.blobs = LocalBlobStore(db, driver)
         self.uploads = UploadManager(db, driver, self.blobs, quota)
-        self.manifests = ManifestStore(db, manifest_max_size)
+        self.manifests = ManifestStore(db, manifest_max_size, index_child_required)
         self.delete_enabled = delete_enabled
 
     async def readiness(self) -> Readiness:
