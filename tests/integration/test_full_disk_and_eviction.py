@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,11 @@ from tests.integration.support.server import (
     free_port,
     wait_http,
 )
+from tests.integration.support.upstreams import pull_image, push_image
 
 
-@pytest.fixture
-def tmpfs_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextmanager
+def _on_tmpfs(tmp_path: Path, *serve_args: str) -> Iterator[tuple[str, Path]]:
     """Dockyard whose root is a 24 MiB tmpfs mounted in the server's own mount namespace.
 
     Yields the base URL and the root as this process can see it (through /proc/PID/root).
@@ -32,9 +34,10 @@ def tmpfs_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "small"
     root.mkdir()
     port = free_port()
+    args = " ".join(serve_args)
     script = (
         f"mount -t tmpfs -o size=24m tmpfs {root} && exec {sys.executable} -m dockyard serve "
-        f"--addr 127.0.0.1:{port} --root {root}"
+        f"--addr 127.0.0.1:{port} --root {root} {args}"
     )
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
@@ -54,6 +57,12 @@ def tmpfs_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def tmpfs_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with _on_tmpfs(tmp_path) as server:
+        yield server
 
 
 def test_full_disk(tmpfs_server: tuple[str, Path]) -> None:
@@ -103,6 +112,42 @@ def test_full_disk(tmpfs_server: tuple[str, Path]) -> None:
     assert client.request("GET", "/v2/disk/again/manifests/v1").content == again.body
     for blob in [small.config, *small.layers]:
         assert client.request("GET", f"/v2/disk/small/blobs/{sha256(blob)}").content == blob
+
+
+def test_a_full_cache_volume_serves_cold_pulls_from_the_upstream(
+    tmp_path: Path, distribution_factory: Callable[..., DistributionServer]
+) -> None:
+    """A layer the cache has no room for still reaches the client, verified, straight from
+    the upstream; nothing partial is left, and the cache works again once there is room."""
+    hub = distribution_factory("hub")
+    big = push_image(hub.url, "library/big", "v1", layer_sizes=(30 * 1024 * 1024,))
+    small = push_image(hub.url, "library/small", "v1", layer_sizes=(64 * 1024,))
+    config = tmp_path / "cache.yml"
+    config.write_text(f"proxy:\n  upstreams:\n    - {{name: docker.io, url: '{hub.url}'}}\n")
+    with _on_tmpfs(tmp_path, "--config", str(config)) as (url, root):
+        for _ in range(3):  # the first pull finds no room; the next ones pass through
+            pulled = pull_image(url, "big", "v1", ns="docker.io")
+            assert pulled.status == 200 and pulled.digest == big.digest
+            assert set(pulled.blobs) == set(big.blobs)  # each checked against its digest
+        # A range of a blob that passes through: the bytes asked for, and only those.
+        layer = big.layer_digests[0]
+        r = requests.get(
+            f"{url}/v2/big/blobs/{layer}",
+            params={"ns": "docker.io"},
+            headers={"Range": "bytes=1000-1999"},
+            timeout=60,
+        )
+        assert r.status_code == 206 and r.content == big.blobs[layer][1000:2000]
+        assert r.headers["Content-Range"] == f"bytes 1000-1999/{len(big.blobs[layer])}"
+        # Nothing of the big layer was kept, not even a partial file.
+        files = [p for p in root.rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+        assert [p.name for p in files if not p.name.startswith("metadata.db")] == []
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'dockyard_cache_passthrough_total{upstream="docker.io"} 4.0' in metrics, metrics
+        # Small blobs that fit are still cached as usual.
+        assert pull_image(url, "small", "v1", ns="docker.io").digest == small.digest
+        hub.stop()
+        assert pull_image(url, "small", "v1", ns="docker.io").digest == small.digest
 
 
 def _cached_repositories(root: Path) -> dict[str, int]:

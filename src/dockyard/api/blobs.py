@@ -11,13 +11,15 @@ from dockyard.api.proxying import (
     namespace_headers,
     refuse_writes_to_cache,
     stream_download,
+    stream_passthrough,
 )
 from dockyard.api.ranges import UnsatisfiableRange, parse_range
 from dockyard.api.responses import SendfileResponse, head_response
 from dockyard.api.routing import Route
-from dockyard.errors import RangeNotSatisfiableError, UnsupportedError
+from dockyard.errors import RangeNotSatisfiableError, StorageFullError, UnsupportedError
 from dockyard.oci.digest import Digest
 from dockyard.oci.names import validate_name
+from dockyard.proxy.cache import PassThrough
 from dockyard.proxy.fetcher import Download
 
 
@@ -40,14 +42,23 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
     headers = _blob_headers(digest) | namespace_headers(request, target)
     if target is not None and ctx.cache is not None:
         source = await ctx.cache.blob(target, digest, name)
+        if isinstance(source, PassThrough):
+            return await stream_passthrough(request, source, headers)
         if isinstance(source, Download):
-            if "Range" not in request.headers:
-                return await stream_download(request, source, headers)
-            # A range of a blob still arriving: wait for it to be committed first.
-            await source.wait_started()
-            await source.wait_beyond(2**62)
-            if source.error is not None:
-                raise source.error
+            try:
+                if "Range" not in request.headers:
+                    return await stream_download(request, source, headers)
+                # A range of a blob still arriving: wait for it to be committed first.
+                await source.wait_started()
+                await source.wait_beyond(2**62)
+                if source.error is not None:
+                    raise source.error
+            except StorageFullError:
+                # No room to cache it, and nothing sent yet: this client gets it straight
+                # from the upstream.
+                return await stream_passthrough(
+                    request, ctx.cache.pass_through(target, digest), headers
+                )
             name = target.local_name
         else:
             name = source.repository

@@ -53,6 +53,11 @@ class UpstreamCollector(Collector):
                 "Tags checked with the upstream after their freshness interval",
                 labels=["upstream"],
             ),
+            "passthrough": CounterMetricFamily(
+                "dockyard_cache_passthrough",
+                "Blobs sent straight from the upstream without caching (the store was full)",
+                labels=["upstream"],
+            ),
         }
         for name, upstream in self._cache.router.upstreams.items():
             for field, family in families.items():

@@ -7,9 +7,16 @@ from typing import BinaryIO
 from aiohttp import web
 
 from dockyard.api.context import context
-from dockyard.errors import BlobUnknownError, ManifestUnknownError, UnsupportedError
+from dockyard.api.ranges import UnsatisfiableRange, parse_range
+from dockyard.errors import (
+    BlobUnknownError,
+    ManifestUnknownError,
+    RangeNotSatisfiableError,
+    UnsupportedError,
+)
 from dockyard.oci.digest import Digest
-from dockyard.proxy.fetcher import Download
+from dockyard.proxy.cache import PassThrough
+from dockyard.proxy.fetcher import READ_CHUNK, Download
 from dockyard.proxy.router import ProxyTarget, imported_repository
 from dockyard.registry.blobs import LocalBlobStore
 from dockyard.registry.manifests import StoredManifest
@@ -131,3 +138,60 @@ async def stream_download(
         return response
     finally:
         fobj.close()
+
+
+async def stream_passthrough(
+    request: web.Request, source: PassThrough, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send a blob straight from the upstream while the store has no room for it.
+
+    Nothing is stored; the bytes are hashed as they pass, and the last byte sent waits for
+    the digest check (as for a download), so a body that does not match its digest never
+    arrives whole. A `Range` is honoured by reading the whole blob and sending the range.
+    """
+    upstream = source.target.upstream
+    digest = source.digest
+    async with upstream.blob(source.target.remote_name, str(digest)) as upstream_response:
+        size = upstream_response.content_length
+        status, start, end = 200, 0, None if size is None else size - 1
+        if size is not None:
+            try:
+                selected = parse_range(request.headers.get("Range"), size)
+            except UnsatisfiableRange:
+                raise RangeNotSatisfiableError(
+                    f"range not satisfiable for a blob of {size} bytes",
+                    headers={"Content-Range": f"bytes */{size}"},
+                ) from None
+            if selected is not None:
+                status, (start, end) = 206, selected
+                headers = headers | {"Content-Range": f"bytes {start}-{end}/{size}"}
+        response = web.StreamResponse(status=status, headers=headers)
+        if end is not None:
+            response.content_length = end - start + 1
+        await response.prepare(request)
+        hasher = digest.hasher()
+        offset = 0
+        held = b""
+        async for chunk in upstream_response.content.iter_chunked(READ_CHUNK):
+            hasher.update(chunk)
+            low, high = offset, offset + len(chunk)
+            offset = high
+            first, last = max(low, start), high if end is None else min(high, end + 1)
+            if last > first:
+                if held:
+                    await response.write(held)
+                piece = chunk[first - low : last - low]
+                await response.write(piece[:-1])
+                held = piece[-1:]
+            upstream.stats.bytes_downloaded += len(chunk)
+        if (size is not None and offset != size) or hasher.hexdigest() != digest.hex:
+            upstream.stats.errors += 1
+            if request.transport is not None:
+                request.transport.abort()  # headers are gone: the client must see a failure
+            raise ConnectionResetError(
+                f"upstream {upstream.settings.name} sent content that does not match {digest}"
+            )
+        if held:
+            await response.write(held)
+        await response.write_eof()
+        return response

@@ -57,6 +57,20 @@ class LocalBlob:
     info: BlobInfo
 
 
+@dataclass(frozen=True, slots=True)
+class PassThrough:
+    """A blob to send straight from the upstream, verified but not stored: the store has
+    no room for it."""
+
+    target: ProxyTarget
+    digest: Digest
+
+
+# After the store had no room for a blob, misses for it go straight to the upstream (one
+# request each) for this long; then caching it is tried again.
+FULL_BACKOFF = 30.0
+
+
 class PullThroughCache:
     """Manifests and blobs of routed repositories, from the cache or the upstream."""
 
@@ -214,8 +228,31 @@ class PullThroughCache:
         self.registry.manifests.note_pull(target.local_name, str(actual))
         return StoredManifest(actual, fetched.media_type, content)
 
-    async def blob(self, target: ProxyTarget, digest: Digest, name: str) -> LocalBlob | Download:
-        """A cached blob, or the (shared) download that will bring it."""
+    def no_room_for(self, digest: Digest) -> bool:
+        """Whether a download of this blob found no room in the store a moment ago."""
+        since = self.fetcher.no_room_since(digest)
+        return since is not None and time.monotonic() - since < FULL_BACKOFF
+
+    def pass_through(self, target: ProxyTarget, digest: Digest) -> PassThrough:
+        """Serve a miss from the upstream without caching it (the store is full)."""
+        target.upstream.stats.passthrough += 1
+        log.warning(
+            "store full: serving a blob from the upstream without caching it",
+            extra={
+                "fields": {
+                    "upstream": target.upstream.settings.name,
+                    "repository": target.remote_name,
+                    "digest": str(digest),
+                }
+            },
+        )
+        return PassThrough(target, digest)
+
+    async def blob(
+        self, target: ProxyTarget, digest: Digest, name: str
+    ) -> LocalBlob | Download | PassThrough:
+        """A cached blob, the (shared) download that will bring it, or, while the store is
+        full, a blob to pass through from the upstream."""
         blobs = self.registry.blobs
         found = await self.blob_if_cached(target, digest, name)
         if found is not None:
@@ -230,6 +267,8 @@ class PullThroughCache:
                 target.upstream.stats.hits += 1
                 return LocalBlob(target.local_name, BlobInfo(digest, size))
         target.upstream.stats.misses += 1
+        if download is None and self.no_room_for(digest):
+            return self.pass_through(target, digest)
         return self.fetcher.fetch(target.upstream, target.remote_name, target.local_name, digest)
 
     async def blob_size(self, target: ProxyTarget, digest: Digest, name: str) -> int:

@@ -17,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import BinaryIO
 
 import aiohttp
 
-from dockyard.errors import RegistryError, UpstreamBadResponseError, UpstreamTimeoutError
+from dockyard.errors import (
+    RegistryError,
+    StorageFullError,
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+)
 from dockyard.oci.digest import Digest
 from dockyard.proxy.download import Download
 from dockyard.proxy.follow import (
@@ -45,6 +51,9 @@ __all__ = ["BlobFetcher", "Download"]
 log = logging.getLogger("dockyard.proxy")
 
 READ_CHUNK = 1 << 20
+# Room a download leaves free beside the blob (metadata, other writes): a blob that does
+# not fit with it is not started, so no client gets a body cut off by a full disk.
+FREE_SPACE_MARGIN = 8 << 20
 STAGING_PREFIX = upload_key("fetch-")
 
 
@@ -81,6 +90,19 @@ class BlobFetcher:
         self._locks = locks
         self._inflight: dict[str, Download] = {}
         self._on_event = on_event or (lambda _event, _upstream: None)
+        # Blobs the store had no room for lately: digest -> time.monotonic() of the failure.
+        self._no_room: dict[str, float] = {}
+
+    def no_room_since(self, digest: Digest) -> float | None:
+        """When a download of this blob last failed for want of room (time.monotonic())."""
+        return self._no_room.get(str(digest))
+
+    def _note_no_room(self, digest: Digest) -> None:
+        now = time.monotonic()
+        if len(self._no_room) >= 1024:  # bounded: forget the oldest half
+            for key in sorted(self._no_room, key=self._no_room.__getitem__)[:512]:
+                del self._no_room[key]
+        self._no_room[str(digest)] = now
 
     def inflight(self, digest: Digest) -> Download | None:
         return self._inflight.get(str(digest))
@@ -106,6 +128,8 @@ class BlobFetcher:
             download.error = _failure(upstream, exc)
         finally:
             self._inflight.pop(str(download.digest), None)
+            if isinstance(download.error, StorageFullError):
+                self._note_no_room(download.digest)
             if download.error is not None:
                 log.warning(
                     "blob download failed",
@@ -227,6 +251,13 @@ class BlobFetcher:
     ) -> None:
         async with upstream.blob(remote, str(download.digest)) as response:
             download.size = response.content_length
+            if download.size is not None:
+                free = await asyncio.to_thread(self._driver.free_bytes)
+                if download.size + FREE_SPACE_MARGIN > free:
+                    raise StorageFullError(
+                        f"registry storage is full: no room to cache a blob of "
+                        f"{download.size} bytes ({free} bytes free)"
+                    )
             writer = await asyncio.to_thread(self._driver.open_append, download.staging_key, True)
             try:
                 announce()

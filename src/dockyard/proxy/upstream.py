@@ -112,6 +112,7 @@ class UpstreamStats:
     errors: int = 0
     coalesced: int = 0
     revalidations: int = 0
+    passthrough: int = 0
 
 
 @dataclass(frozen=True, slots=True)
