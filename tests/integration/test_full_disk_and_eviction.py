@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from tests.integration.support.server import (
     free_port,
     wait_http,
 )
-from tests.integration.support.upstreams import pull_image, push_image
+from tests.integration.support.upstreams import CorruptingProxy, pull_image, push_image
 
 
 @contextmanager
@@ -148,6 +150,50 @@ def test_a_full_cache_volume_serves_cold_pulls_from_the_upstream(
         assert pull_image(url, "small", "v1", ns="docker.io").digest == small.digest
         hub.stop()
         assert pull_image(url, "small", "v1", ns="docker.io").digest == small.digest
+
+
+def test_a_volume_that_fills_during_a_download_cuts_it_and_the_retry_passes_through(
+    tmp_path: Path, distribution_factory: Callable[..., DistributionServer]
+) -> None:
+    hub = distribution_factory("hub")
+    image = push_image(hub.url, "library/slow", "v1", layer_sizes=(12 * 1024 * 1024,))
+    layer = image.layer_digests[0]
+    # A slow upstream (1 MiB every 0.1 s), so the volume can fill while the blob arrives.
+    link = CorruptingProxy(hub.url, corrupt=False, chunk_delay=0.1, chunk_size=1 << 20).start()
+    config = tmp_path / "cache.yml"
+    config.write_text(f"proxy:\n  upstreams:\n    - {{name: docker.io, url: '{link.url}'}}\n")
+    try:
+        with _on_tmpfs(tmp_path, "--config", str(config)) as (url, root):
+            blob_url = f"{url}/v2/slow/blobs/{layer}"
+            outcome: dict[str, object] = {}
+
+            def pull() -> None:
+                try:
+                    r = requests.get(blob_url, params={"ns": "docker.io"}, timeout=60)
+                    outcome["bytes"] = r.content
+                except requests.RequestException as exc:
+                    outcome["error"] = exc
+
+            client = threading.Thread(target=pull)
+            client.start()
+            deadline = time.monotonic() + 20
+            while not any((root / "uploads").glob("fetch-*")):  # the download has begun
+                assert time.monotonic() < deadline, "the download never started"
+                time.sleep(0.02)
+            filler = root / "filler"
+            # Other writes take the room that was left.
+            with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * (1 << 20))
+            client.join(60)
+            # The client saw a failure, never a whole body that is not the blob.
+            assert "error" in outcome or outcome["bytes"] != image.blobs[layer], outcome
+            assert not any((root / "uploads").glob("fetch-*"))  # nothing partial kept
+            r = requests.get(blob_url, params={"ns": "docker.io"}, timeout=60)
+            assert r.status_code == 200 and sha256(r.content) == layer
+            filler.unlink()
+    finally:
+        link.stop()
 
 
 def _cached_repositories(root: Path) -> dict[str, int]:
