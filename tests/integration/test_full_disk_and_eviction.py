@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -150,6 +151,31 @@ def test_a_full_cache_volume_serves_cold_pulls_from_the_upstream(
         assert pull_image(url, "small", "v1", ns="docker.io").digest == small.digest
         hub.stop()
         assert pull_image(url, "small", "v1", ns="docker.io").digest == small.digest
+
+
+def test_with_workers_every_client_of_a_blob_without_room_gets_it(
+    tmp_path: Path, distribution_factory: Callable[..., DistributionServer]
+) -> None:
+    """`serve --workers 2`: the process leading the download finds no room; the clients of
+    both processes (its followers included) get the blob straight from the upstream."""
+    hub = distribution_factory("hub")
+    image = push_image(hub.url, "library/big", "v1", layer_sizes=(30 * 1024 * 1024,))
+    layer = image.layer_digests[0]
+    config = tmp_path / "cache.yml"
+    config.write_text(f"proxy:\n  upstreams:\n    - {{name: docker.io, url: '{hub.url}'}}\n")
+    with _on_tmpfs(tmp_path, "--config", str(config), "--workers", "2") as (url, root):
+
+        def pull(_: int) -> str:
+            with requests.Session() as session:  # one connection each: spread over workers
+                r = session.get(
+                    f"{url}/v2/big/blobs/{layer}", params={"ns": "docker.io"}, timeout=60
+                )
+                return f"{r.status_code} {sha256(r.content)}"
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(pull, range(8)))
+        assert results == [f"200 {layer}"] * 8
+        assert not any((root / "uploads").glob("fetch-*"))
 
 
 def test_a_volume_that_fills_during_a_download_cuts_it_and_the_retry_passes_through(
