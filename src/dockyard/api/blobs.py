@@ -13,7 +13,7 @@ from dockyard.api.proxying import (
     stream_download,
     stream_passthrough,
 )
-from dockyard.api.ranges import UnsatisfiableRange, parse_range
+from dockyard.api.ranges import requested_range
 from dockyard.api.responses import SendfileResponse, head_response
 from dockyard.api.routing import Route
 from dockyard.errors import RangeNotSatisfiableError, StorageFullError, UnsupportedError
@@ -66,13 +66,10 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
         name = await local_blob_repository(request, name, digest)
     info, fobj = await ctx.registry.blobs.open(name, digest)
     try:
-        selected = parse_range(request.headers.get("Range"), info.size)
-    except UnsatisfiableRange:
+        selected = requested_range(request.headers.get("Range"), info.size)
+    except RangeNotSatisfiableError:
         fobj.close()
-        raise RangeNotSatisfiableError(
-            f"range not satisfiable for a blob of {info.size} bytes",
-            headers={"Content-Range": f"bytes */{info.size}"},
-        ) from None
+        raise
     if selected is None:
         return SendfileResponse(fobj, 0, info.size, headers=headers)
     start, end = selected

@@ -7,13 +7,8 @@ from typing import BinaryIO
 from aiohttp import web
 
 from dockyard.api.context import context
-from dockyard.api.ranges import UnsatisfiableRange, parse_range
-from dockyard.errors import (
-    BlobUnknownError,
-    ManifestUnknownError,
-    RangeNotSatisfiableError,
-    UnsupportedError,
-)
+from dockyard.api.ranges import requested_range
+from dockyard.errors import BlobUnknownError, ManifestUnknownError, UnsupportedError
 from dockyard.oci.digest import Digest
 from dockyard.proxy.cache import PassThrough
 from dockyard.proxy.fetcher import READ_CHUNK, Download
@@ -155,13 +150,7 @@ async def stream_passthrough(
         size = upstream_response.content_length
         status, start, end = 200, 0, None if size is None else size - 1
         if size is not None:
-            try:
-                selected = parse_range(request.headers.get("Range"), size)
-            except UnsatisfiableRange:
-                raise RangeNotSatisfiableError(
-                    f"range not satisfiable for a blob of {size} bytes",
-                    headers={"Content-Range": f"bytes */{size}"},
-                ) from None
+            selected = requested_range(request.headers.get("Range"), size)
             if selected is not None:
                 status, (start, end) = 206, selected
                 headers = headers | {"Content-Range": f"bytes {start}-{end}/{size}"}

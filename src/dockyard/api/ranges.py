@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dockyard.errors import BlobUploadInvalidError
+from dockyard.errors import BlobUploadInvalidError, RangeNotSatisfiableError
 
 _BYTES_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 # The spec's form is `<start>-<end>`; Docker clients have sent `bytes <start>-<end>` too.
@@ -47,6 +47,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise UnsatisfiableRange
     return start, min(end, size - 1)
+
+
+def requested_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """parse_range for a blob response: a range that selects nothing is the spec's 416,
+    with the `Content-Range: bytes */<size>` RFC 9110 asks for."""
+    try:
+        return parse_range(header, size)
+    except UnsatisfiableRange:
+        raise RangeNotSatisfiableError(
+            f"range not satisfiable for a blob of {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
 
 
 def parse_content_range(header: str | None) -> tuple[int, int] | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dockyard.cli.workers import MAX_WORKERS
 from dockyard.k8s.manifests import (
     ManifestOptions,
     Upstream,
@@ -93,7 +94,7 @@ def _upstreams(urls: tuple[str, ...], secrets: tuple[str, ...]) -> tuple[Upstrea
 @click.option("--htpasswd-realm", default="Dockyard", show_default=True, help="auth realm.")
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
+    type=click.IntRange(1, MAX_WORKERS),
     default=1,
     show_default=True,
     help="`dockyard serve --workers N`: N processes for more small requests per second on N "
