@@ -85,6 +85,25 @@ def test_profiler_samples_the_server_and_names_its_hot_functions(tmp_path: Path)
     assert "dockyard/registry/uploads.py" in out.stdout, out.stdout
 
 
+def test_stream_comparison_runs_every_method_and_reports_rates(tmp_path: Path) -> None:
+    from bench.stream import METHODS, compare
+
+    size = 3 * (1 << 20) + 12345  # not a whole number of windows or buffers
+    summary = compare(size, 2, list(METHODS), None, tmp_path)
+    assert set(summary) == set(METHODS)
+    for method, s in summary.items():
+        assert 0 < s["min_mb_s"] <= s["median_mb_s"] <= s["max_mb_s"], method
+        assert s["sender_cpu_s_per_gib"] >= 0, method
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.stream", "--size", "1MiB", "--runs", "1",
+         "--methods", "sendfile,warm-sendfile", "--tmp", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "warm-sendfile" in out.stdout and "s/GiB" in out.stdout
+    assert list(tmp_path.iterdir()) == []  # the test file is gone
+
+
 class _BodyServer:
     """A threaded HTTP server answering every GET with the same body (or cutting one off)."""
 
