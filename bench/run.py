@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from bench.servers import (
     LOG_QUIET,
     Monitor,
     Server,
+    apart,
     distribution_version,
 )
 
@@ -429,26 +430,32 @@ class Bench:
             self.pushed[server.kind] = digest
         size = self.big.size
         # One stream over loopback swings widely with where the scheduler puts the two
-        # ends: several pulls per round, every one a sample.
+        # ends (on two CPUs it often puts the client on the server's): several pulls per
+        # round, every one a sample, and the same pulls again with client and server
+        # pinned to separate CPUs, as on separate machines.
+        placements = [""] + (["_apart"] if len(os.sched_getaffinity(0)) >= 2 else [])
         for _ in range(self.args.pull_repeats):
-            for cache in ("cold", "warm"):
-                if cache == "cold":
-                    problem = drop_caches()
-                    if problem is not None:
-                        self.note(problem)
-                        continue
-                else:
-                    os.sync()
-                with self.phase(server, f"pull_{cache}") as monitor:
-                    seconds = pull_blob(server, "bench/big", digest, size)
-                assert monitor.usage is not None
-                self.record("pull", f"{cache}_mb_s", server.kind, size / seconds / 1e6)
-                cpu = monitor.usage.cpu_seconds / (size / GIB)
-                self.record("pull", f"{cache}_cpu_s_per_gib", server.kind, cpu)
-                self.log(
-                    f"{server.label}: pull {cache} {size / seconds / 1e6:.0f} MB/s, "
-                    f"{cpu:.2f} CPU-s/GiB"
-                )
+            for placement in placements:
+                for cache in ("cold", "warm"):
+                    if cache == "cold":
+                        problem = drop_caches()
+                        if problem is not None:
+                            self.note(problem)
+                            continue
+                    else:
+                        os.sync()
+                    pinned = apart(server.pid) if placement else nullcontext()
+                    with pinned, self.phase(server, f"pull_{cache}") as monitor:
+                        seconds = pull_blob(server, "bench/big", digest, size)
+                    assert monitor.usage is not None
+                    rate = size / seconds / 1e6
+                    self.record("pull", f"{cache}{placement}_mb_s", server.kind, rate)
+                    cpu = monitor.usage.cpu_seconds / (size / GIB)
+                    self.record("pull", f"{cache}{placement}_cpu_s_per_gib", server.kind, cpu)
+                    where = ", client and server apart" if placement else ""
+                    self.log(
+                        f"{server.label}: pull {cache}{where} {rate:.0f} MB/s, {cpu:.2f} CPU-s/GiB"
+                    )
 
     def run_requests(self, server: Server) -> None:
         targets = {

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,11 @@ def test_quick_benchmark_writes_every_section_and_a_chart(tmp_path: Path) -> Non
         assert result["rss"][phase]["distribution"]["median"] > 0
     for key in ("loopback_tcp_mb_s", "sha256_mb_s", "disk_write_fsync_mb_s"):
         assert result["limits"][key]["median"] > 0
+    if len(os.sched_getaffinity(0)) >= 2:  # pulls and a yardstick with the ends pinned apart
+        assert result["limits"]["loopback_sendfile_apart_mb_s"]["median"] > 0
+        for metric in ("cold_apart_mb_s", "warm_apart_mb_s", "warm_apart_cpu_s_per_gib"):
+            for server in ("dockyard", "distribution"):
+                assert result["pull"][metric][server]["median"] is not None, (metric, server)
     assert result["gc"]["gc"]["manifests"] > 0
     assert result["gc"]["latency_during_gc"]["requests"] > 0
     assert {t["target"] for t in result["targets"]}
@@ -69,6 +76,35 @@ def test_quick_benchmark_writes_every_section_and_a_chart(tmp_path: Path) -> Non
     png = tmp_path / "bench-quick.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Dockyard" in out.stdout and "targets" in out.stdout
+
+
+def test_apart_pins_client_and_every_server_thread_then_restores_them() -> None:
+    from bench.servers import apart
+
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        with pytest.raises(RuntimeError, match="two CPUs"), apart(os.getpid()):
+            pass
+        return
+    code = "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start()"
+    server = subprocess.Popen([sys.executable, "-c", code + "; time.sleep(30)"])
+    try:
+        tasks = Path(f"/proc/{server.pid}/task")
+        deadline = time.monotonic() + 10
+        while len(list(tasks.iterdir())) < 2:  # both threads started
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        first = min(allowed)
+        with apart(server.pid):
+            assert os.sched_getaffinity(0) == {first}
+            for task in tasks.iterdir():
+                assert os.sched_getaffinity(int(task.name)) == allowed - {first}
+        assert os.sched_getaffinity(0) == allowed
+        for task in tasks.iterdir():
+            assert os.sched_getaffinity(int(task.name)) == allowed
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.mark.timeout(120)
