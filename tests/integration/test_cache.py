@@ -787,3 +787,24 @@ def test_upstream_name_with_a_port(start_cache: StartCache, distribution_factory
     # The same image by digest, now from the cache.
     by_digest = pull_image(dockyard.url, f"apps/{name}", image.digest, ns="registry.local:5000")
     assert by_digest.status == 200 and by_digest.blobs == image.blobs
+
+
+def test_blobs_streamed_from_the_upstream_carry_the_standard_headers(
+    start_cache: StartCache, distribution_factory: Any
+) -> None:
+    # A first pull is answered while the blob downloads: its headers leave before the
+    # handler returns, and must still carry what every response carries.
+    hub = distribution_factory("hub")
+    name = unique("headers")
+    image = push_image(hub.url, f"library/{name}", "v1", layer_sizes=(200_000,))
+    layer = image.layer_digests[0]
+    dockyard = start_cache([upstream("docker.io", hub)], http={"headers": {"X-Site": ["edge-7"]}})
+    first = get(f"{dockyard.url}/v2/{name}/blobs/{layer}", ns="docker.io")
+    again = get(f"{dockyard.url}/v2/{name}/blobs/{layer}", ns="docker.io")
+    for response in (first, again):
+        assert response.status_code == 200 and sha256(response.content) == layer
+        assert response.headers["X-Content-Type-Options"] == "nosniff", response.headers
+        assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert response.headers["X-Site"] == "edge-7"
+        assert response.headers["Docker-Content-Digest"] == layer
+        assert response.headers["Server"] == "Dockyard"

@@ -350,10 +350,11 @@ def _trickle(
         sock.sendall(
             f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
         )
-        for _ in range(chunks):
+        for i in range(chunks):
+            if i:
+                time.sleep(interval)
             sock.sendall(b"z")
-            time.sleep(interval)
-        quiet = time.monotonic()
+        quiet = time.monotonic()  # the last byte is out: the server's idle clock starts
         response = http.client.HTTPResponse(sock)
         response.begin()
         result.extend([response.status, response.read(), time.monotonic() - quiet])
@@ -368,7 +369,7 @@ def test_a_client_trickling_its_body_does_not_block_others_and_is_cut_off(
     slow = threading.Thread(target=_trickle, args=(server, location, 6, 0.5, result))
     slow.start()
     try:
-        # While it trickles (3 s), everyone else is served at once.
+        # While it trickles (2.5 s), everyone else is served at once.
         latencies = []
         deadline = time.monotonic() + 2.5
         n = 0

@@ -262,6 +262,7 @@ def test_chunked_upload_resumes_after_restart(
 def test_nosniff_by_default(dockyard: DockyardServer) -> None:
     r = requests.get(f"{dockyard.url}/v2/", timeout=5)
     assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Server"] == "Dockyard"  # no Python or aiohttp version
 
 
 def test_stalled_body_is_cut_off_and_resumable(

@@ -74,11 +74,12 @@ def create_app(
 ) -> web.Application:
     """The HTTP application over a registry (and the pull-through cache, if configured)."""
     app = web.Application(
-        middlewares=[measure, standard_headers, errors, authenticate],
+        middlewares=[measure, errors, authenticate],
         client_max_size=4 * 1024**2,
     )
     context = ApiContext(registry, settings or ApiSettings(), cache, maintenance, auth)
     app[CONTEXT] = context
+    app.on_response_prepare.append(standard_headers)
     app[METRICS] = Metrics(context)
     router = app.router
     router.add_route("*", "/v2", dispatch_base, expect_handler=expect)

@@ -60,14 +60,17 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(InternalError())
 
 
-@web.middleware
-async def standard_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Headers every response carries: the API version and the configured `http.headers`."""
-    response = await handler(request)
-    response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+async def standard_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries: the API version and the configured `http.headers`
+    (`on_response_prepare`: also on the responses a handler starts sending itself, such as
+    a blob streamed while the cache downloads it)."""
+    headers = response.headers
+    headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
     for name, value in context(request).settings.extra_headers:
-        response.headers.add(name, value)
-    return response
+        if name.lower() == "server":  # in place of aiohttp's own
+            headers[name] = value
+        else:
+            headers.add(name, value)
 
 
 class _MalformedRequestFilter(logging.Filter):

@@ -152,9 +152,13 @@ def api_settings(config: Config, cached: list[str]) -> ApiSettings:
     headers = tuple(
         (name, value) for name, values in config.http.headers.items() for value in values
     )
-    if not any(name.lower() == "x-content-type-options" for name, _value in headers):
+    configured = {name.lower() for name, _value in headers}
+    if "x-content-type-options" not in configured:
         # Secure by default: browsers must not sniff registry content into something active.
         headers += (("X-Content-Type-Options", "nosniff"),)
+    if "server" not in configured:
+        # The product, not the versions of the Python and HTTP library it runs on.
+        headers += (("Server", "Dockyard"),)
     return ApiSettings(
         extra_headers=headers,
         body_idle_timeout=parse_duration(config.http.readtimeout),
