@@ -12,10 +12,12 @@ if [ "${DOCKYARD_SKIP_INSTALL:-}" != "1" ]; then
   apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-pip ca-certificates iproute2 util-linux \
     docker-registry docker.io skopeo podman buildah containerd umoci jq apache2-utils wrk zstd \
+    mmdebstrap \
     >/dev/null
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
+  scripts/image-inputs.sh  # the image test's base and wheelhouse (the tests have no network)
 fi
 
 .venv/bin/ruff check src tests fuzz

@@ -49,7 +49,12 @@ def deployment_container() -> dict[str, object]:
 
 
 def test_base_image_is_python_311_slim() -> None:
-    assert only("FROM") in ("python:3.11-slim", "docker.io/library/python:3.11-slim")
+    # FROM ${BASE}, with python:3.11-slim unless a build argument names another copy of it.
+    assert only("FROM") == "${BASE}"
+    base = [rest for kw, rest in instructions() if kw == "ARG" and rest.startswith("BASE=")]
+    assert base == ["BASE=docker.io/library/python:3.11-slim"]
+    first = instructions()[0]
+    assert first == ("ARG", base[0]), "BASE must be declared before FROM"
 
 
 def test_installs_this_package() -> None:
