@@ -18,6 +18,20 @@ from pathlib import Path
 MIB = 1 << 20
 
 
+def receive(conn: socket.socket, size: int) -> tuple[int, float]:
+    """Read up to `size` bytes into one reused 1 MiB buffer, as the benchmark's client
+    does: (bytes received, seconds from the first call)."""
+    buffer = bytearray(MIB)
+    received = 0
+    started = time.perf_counter()
+    while received < size:
+        n = conn.recv_into(buffer)
+        if not n:
+            break
+        received += n
+    return received, time.perf_counter() - started
+
+
 def loopback_mb_s(
     size: int, source: Path | None = None, cpus: tuple[int, int] | None = None
 ) -> float:
@@ -59,15 +73,7 @@ def loopback_mb_s(
         listener.settimeout(30)
         conn, _ = listener.accept()
         conn.settimeout(60)
-        buffer = bytearray(MIB)
-        received = 0
-        started = time.perf_counter()
-        while received < size:
-            n = conn.recv_into(buffer)
-            if not n:
-                break
-            received += n
-        seconds = time.perf_counter() - started
+        received, seconds = receive(conn, size)
     finally:
         sender.join(60)
         if cpus is not None:

@@ -28,9 +28,10 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from bench.limits import receive
 
 MIB = 1 << 20
 WARM_WINDOW = 512 * 1024
@@ -114,6 +115,7 @@ def one_run(
         finally:
             os._exit(code)
     os.close(write_end)
+    allowed = os.sched_getaffinity(0)
     try:
         if cpus is not None:
             os.sched_setaffinity(0, {cpus[1]})
@@ -121,22 +123,14 @@ def one_run(
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(60)
-            buffer = bytearray(MIB)
-            received = 0
-            started = time.perf_counter()
-            while received < size:
-                n = conn.recv_into(buffer)
-                if not n:
-                    break
-                received += n
-            seconds = time.perf_counter() - started
+            received, seconds = receive(conn, size)
         cpu = os.read(read_end, 64).decode()
     finally:
         os.close(read_end)
         listener.close()
         _, status = os.waitpid(pid, 0)
         if cpus is not None:
-            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+            os.sched_setaffinity(0, allowed)
     if status != 0 or received != size or not cpu:
         raise RuntimeError(f"{method}: the sender failed ({received} of {size} bytes)")
     return size / seconds / 1e6, float(cpu)
