@@ -373,3 +373,14 @@ def test_a_stop_while_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
     output = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+
+
+def test_a_plain_registry_does_not_load_the_tls_token_or_bundle_libraries(
+    dockyard: DockyardServer,
+) -> None:
+    # Every serving process pays for each library it maps (about 10 MB for these two).
+    RegistryClient(dockyard.url).push_image("lean/app", "v1")
+    assert dockyard.proc is not None
+    maps = Path(f"/proc/{dockyard.proc.pid}/maps").read_text()
+    for library in ("site-packages/cryptography", "site-packages/zstandard"):
+        assert library not in maps, library

@@ -17,7 +17,7 @@ from dockyard.api.responses import json_response
 from dockyard.api.routing import Resource, Route, route_of
 from dockyard.auth.authenticator import Authenticator, Identity
 from dockyard.auth.rules import DELETE, PULL, PUSH
-from dockyard.auth.tokens import parse_scopes
+from dockyard.auth.scopes import parse_scopes
 from dockyard.errors import DeniedError, NotFoundError, RegistryError, UnauthorizedError
 from dockyard.oci.names import is_valid_name, validate_name
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dockyard.auth.htpasswd import HtpasswdFile
 from dockyard.auth.rules import AccessPolicy
-from dockyard.auth.tokens import Access, InvalidToken, TokenIssuer, TokenVerifier
+from dockyard.auth.scopes import Access, InvalidToken
 from dockyard.errors import UnauthorizedError
+
+if TYPE_CHECKING:  # loaded only with token auth: jwt and cryptography are heavy
+    from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 
 CATALOG = "registry:catalog"
 

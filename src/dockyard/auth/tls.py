@@ -26,10 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-
 from dockyard.config import ConfigError, TLSConfig
 
 log = logging.getLogger("dockyard.tls")
@@ -72,6 +68,8 @@ def _file_id(path: Path) -> _FileId:
 
 def _describe(path: Path) -> tuple[dict[str, Any], datetime.datetime | None]:
     """Log fields for the (first) certificate in a PEM file, and when it expires."""
+    from cryptography import x509  # only with TLS on: not loaded by a plain-HTTP registry
+
     try:
         certificate = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError):
@@ -215,6 +213,10 @@ class ServerTLS:
 
 def _check_pem(certificate: Path, key: Path) -> None:
     """Say what is wrong with the files more clearly than OpenSSL's "PEM lib" would."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         x509.load_pem_x509_certificates(certificate.read_bytes())
     except ValueError:

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-Access = dict[str, set[str]]  # repository name -> actions ("registry:catalog" for the catalog)
+from dockyard.auth.scopes import Access, InvalidToken, parse_scopes
 
-
-class InvalidToken(Exception):
-    """A token that is malformed, expired, for another service, or not signed by a trusted key."""
+__all__ = ["Access", "InvalidToken", "TokenIssuer", "TokenVerifier", "parse_scopes"]
 
 
 def libtrust_key_id(public_key: Any) -> str:
@@ -37,22 +35,6 @@ def libtrust_key_id(public_key: Any) -> str:
     )
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
     return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
-
-
-def parse_scopes(scopes: Iterable[str]) -> Access:
-    """`repository:team/app:pull,push` (repeatable) -> {"team/app": {"pull", "push"}}."""
-    wanted: Access = {}
-    for scope in scopes:
-        for item in scope.split(" "):
-            parts = item.split(":")
-            if len(parts) < 3:
-                continue
-            kind, name, actions = parts[0], ":".join(parts[1:-1]), parts[-1]
-            if kind == "repository":
-                wanted.setdefault(name, set()).update(a for a in actions.split(",") if a)
-            elif kind == "registry" and name == "catalog":
-                wanted.setdefault("registry:catalog", set()).add("*")
-    return wanted
 
 
 def _access_claim(access: Access) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from aiohttp import web
@@ -21,7 +21,6 @@ from dockyard.auth.authenticator import Authenticator, Challenge
 from dockyard.auth.htpasswd import HtpasswdFile
 from dockyard.auth.rules import DELETE, PULL, PUSH, AccessPolicy, AccessRule
 from dockyard.auth.tls import build_server_tls
-from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import AccessLogSink, configure_logging
 from dockyard.cli.workers import MAX_WORKERS, available_cpus, supervisor_command
@@ -44,6 +43,9 @@ from dockyard.proxy.router import Router
 from dockyard.proxy.upstream import UpstreamClient, upstreams_from_config
 from dockyard.registry import Registry
 from dockyard.storage import FilesystemDriver
+
+if TYPE_CHECKING:
+    from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 
 log = logging.getLogger("dockyard.serve")
 
@@ -85,6 +87,9 @@ def build_authenticator(config: Config) -> Authenticator | None:
     htpasswd = HtpasswdFile(Path(auth.htpasswd.path)) if auth.htpasswd else None
     verifier: TokenVerifier | None = None
     issuer: TokenIssuer | None = None
+    if auth.token is not None or auth.tokenserver.enabled:
+        # Here, not at the top: jwt and cryptography cost a registry without tokens ~15 MB.
+        from dockyard.auth.tokens import TokenIssuer, TokenVerifier
     if auth.token is not None:
         token = auth.token
         verifier = TokenVerifier.from_bundle(
