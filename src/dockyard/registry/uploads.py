@@ -34,8 +34,12 @@ from dockyard.storage import BlobDriver
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-# Bytes gathered from the socket before one write+hash step in a worker thread.
-WRITE_BATCH = 1 << 20
+# Bytes gathered from the socket before one write+hash step in a worker thread, and how
+# many such steps may be queued: at most (WRITE_DEPTH + 1) x WRITE_BATCH = 12 MiB held per
+# upload. 4 MiB x 2 against 1 MiB x 4: ~10% faster monolithic pushes, ~10% less CPU, since
+# each step costs the event loop a wake-up (`python -m bench --only push`, A/B runs).
+WRITE_BATCH = 4 << 20
+WRITE_DEPTH = 2
 REHASH_CHUNK = 1 << 20
 TOUCH_INTERVAL = 60.0
 
@@ -175,7 +179,7 @@ class UploadManager:
 
         pending = bytearray()
         chunks = aiter(body)
-        writes = OrderedWriter(write)
+        writes = OrderedWriter(write, depth=WRITE_DEPTH)
         try:
             while True:
                 try:
