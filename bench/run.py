@@ -330,6 +330,9 @@ class Bench:
         self.rss: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         self.rss_source: set[str] = set()
         self.limits: dict[str, list[float]] = defaultdict(list)
+        self.memory: dict[str, dict[str, list[dict[str, int]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         self.notes: list[str] = []
         self.pushed: dict[str, str] = {}
         self.proxy_image: tuple[bytes, str, int, str] | None = None
@@ -414,6 +417,8 @@ class Bench:
     def run_push(self, server: Server) -> None:
         for mode, chunk in (("monolithic", None), ("chunked", self.args.chunk_size)):
             os.sync()
+            # Distribution does not fsync: its push rate follows the page cache's state.
+            self.memory[f"push_{mode}"][server.kind].append(memory_state())
             with self.phase(server, f"push_{mode}") as monitor:
                 seconds, digest = push_source(server, "bench/big", self.big, chunk)
             assert monitor.usage is not None
@@ -626,6 +631,9 @@ class Bench:
             out[section] = {m: compare(by_server) for m, by_server in metrics.items()}
         out["rss"] = {phase: compare(by_server) for phase, by_server in self.rss.items()}
         out["meta"]["rss_source"] = sorted(self.rss_source)
+        if self.memory:
+            # The machine's memory (MiB) as each push started, per server, round by round.
+            out["memory_before"] = {k: dict(v) for k, v in self.memory.items()}
         if self.gc is not None:
             out["gc"] = self.gc
         out["targets"] = targets(out)
@@ -633,6 +641,20 @@ class Bench:
 
 
 # -- metadata and entry point --------------------------------------------------------------
+
+
+def memory_state() -> dict[str, int]:
+    """/proc/meminfo's free, available, page-cache, dirty and writeback sizes (MiB)."""
+    wanted = {"MemFree", "MemAvailable", "Cached", "Dirty", "Writeback"}
+    state: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in wanted:
+                state[key.lower() + "_mib"] = int(rest.split()[0]) // 1024
+    except OSError:
+        pass
+    return state
 
 
 def machine() -> dict[str, Any]:

@@ -67,6 +67,10 @@ def test_quick_benchmark_writes_every_section_and_a_chart(tmp_path: Path) -> Non
         for metric in ("cold_apart_mb_s", "warm_apart_mb_s", "warm_apart_cpu_s_per_gib"):
             for server in ("dockyard", "distribution"):
                 assert result["pull"][metric][server]["median"] is not None, (metric, server)
+    for mode in ("push_monolithic", "push_chunked"):
+        for server in ("dockyard", "distribution"):
+            (state,) = result["memory_before"][mode][server]
+            assert state["memfree_mib"] > 0 and state["cached_mib"] >= 0, state
     assert result["gc"]["gc"]["manifests"] > 0
     assert result["gc"]["latency_during_gc"]["requests"] > 0
     assert {t["target"] for t in result["targets"]}
