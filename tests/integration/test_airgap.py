@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import platform
 import sqlite3
 import subprocess
@@ -27,6 +26,7 @@ import pytest
 from tests.integration.support.containerd import Containerd, dead_endpoint
 from tests.integration.support.images import add_index, build_image, run
 from tests.integration.support.server import DockyardServer
+from tests.integration.support.upstreams import skopeo_push_layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -64,17 +64,7 @@ def dockyard_cli(*args: str | Path, ok: bool = True) -> subprocess.CompletedProc
 
 def push(layout: Path, tag: str, dest: str, *flags: str) -> str:
     """skopeo copy from the OCI layout; returns the pushed manifest digest."""
-    digest_file = layout.parent / f"digest-{os.urandom(4).hex()}"
-    run(
-        "skopeo",
-        "copy",
-        "--dest-tls-verify=false",
-        f"--digestfile={digest_file}",
-        *flags,
-        f"oci:{layout}:{tag}",
-        f"docker://{dest}",
-    )
-    return digest_file.read_text().strip()
+    return skopeo_push_layout(layout, tag, dest, flags=flags)
 
 
 def fetch(server: DockyardServer, path: str) -> bytes:

@@ -45,7 +45,11 @@ import pytest
 from tests.integration.support.docker import DockerCommandError, DockerDaemon
 from tests.integration.support.images import add_index, build_image, run
 from tests.integration.support.server import DistributionServer, DockyardServer
-from tests.integration.support.upstreams import cache_config, count_requests
+from tests.integration.support.upstreams import (
+    cache_config,
+    count_requests,
+    skopeo_push_layout,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -208,21 +212,6 @@ def assert_same_image(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert after["RootFS"] == before["RootFS"]
     assert after["Config"]["Cmd"] == before["Config"]["Cmd"]
     assert (after["Os"], after["Architecture"]) == (before["Os"], before["Architecture"])
-
-
-def skopeo_push_all(layout: Path, tag: str, dest: str) -> str:
-    """skopeo copy --all (an index and every platform's image); returns the index digest."""
-    digest_file = layout.parent / f"pushed-{uuid.uuid4().hex}.digest"
-    run(
-        "skopeo",
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        f"--digestfile={digest_file}",
-        f"oci:{layout}:{tag}",
-        f"docker://{dest}",
-    )
-    return digest_file.read_text().strip()
 
 
 def layout_config_digest(layout: Path, tag: str) -> str:
@@ -389,7 +378,9 @@ def test_registry_mirror_pulls_docker_hub_names_through_the_cache(
     layout, files = build_layout(workdir, "host")
     build_image(layout, "other", arch=OTHER_ARCH)
     add_index(layout, "v1", {HOST_ARCH: "host", OTHER_ARCH: "other"})
-    index_digest = skopeo_push_all(layout, "v1", f"{hub.host}/library/{name}:v1")
+    index_digest = skopeo_push_layout(
+        layout, "v1", f"{hub.host}/library/{name}:v1", flags=("--all",)
+    )
     config = layout_config_digest(layout, "host")
 
     # Docker's mirror requests carry neither `?ns=` nor a registry prefix, so docker.io must

@@ -44,6 +44,7 @@ from dockyard.k8s.manifests import (
 from tests.integration.support.client import RegistryClient
 from tests.integration.support.images import build_image, run
 from tests.integration.support.server import free_port
+from tests.integration.support.upstreams import skopeo_push_layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -192,8 +193,7 @@ def test_image_serves_as_the_deployment_runs_it(
         # A real client pushes and pulls through it; the blobs land on the data volume.
         layout = tmp_path / "layout"
         build_image(layout, "v1", files={"hello.txt": "from the image e2e test\n"})
-        run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:v1",
-            f"docker://127.0.0.1:{port}/team/app:v1")  # fmt: skip
+        skopeo_push_layout(layout, "v1", f"127.0.0.1:{port}/team/app:v1")
         pulled = tmp_path / "pulled"
         run("skopeo", "copy", "--src-tls-verify=false",
             f"docker://127.0.0.1:{port}/team/app:v1", f"oci:{pulled}:v1")  # fmt: skip

@@ -87,16 +87,19 @@ def build_authenticator(config: Config) -> Authenticator | None:
     htpasswd = HtpasswdFile(Path(auth.htpasswd.path)) if auth.htpasswd else None
     verifier: TokenVerifier | None = None
     issuer: TokenIssuer | None = None
-    if auth.token is not None or auth.tokenserver.enabled:
-        # Here, not at the top: jwt and cryptography cost a registry without tokens ~15 MB.
-        from dockyard.auth.tokens import TokenIssuer, TokenVerifier
+    # The token classes are imported here, not at the top: jwt and cryptography cost a
+    # registry without tokens ~15 MB.
     if auth.token is not None:
+        from dockyard.auth.tokens import TokenVerifier
+
         token = auth.token
         verifier = TokenVerifier.from_bundle(
             token.issuer, token.service, Path(token.rootcertbundle)
         )
         challenge = Challenge("bearer", token.realm, token.service)
     elif auth.tokenserver.enabled and htpasswd is not None:
+        from dockyard.auth.tokens import TokenIssuer, TokenVerifier
+
         server = auth.tokenserver
         issuer = TokenIssuer(
             server.issuer,

@@ -74,9 +74,11 @@ def lookup_reference(repo: str, reference: str) -> Digest | str:
     """parse_reference for reads and deletes: no manifest can have a tag that is not
     valid, so such a tag is unknown (404 MANIFEST_UNKNOWN, as the spec requires for a
     manifest that is not found) rather than refused; only a push refuses it with 400."""
-    if not is_digest_like(reference) and not is_valid_tag(reference):
+    if is_digest_like(reference):
+        return Digest.parse(reference)
+    if not is_valid_tag(reference):
         raise ManifestUnknownError(detail={"name": repo, "reference": reference[:300]})
-    return parse_reference(reference)
+    return reference
 
 
 class ManifestStore:

@@ -253,10 +253,13 @@ def pull_image(
             http.close()
 
 
-def skopeo_push_layout(layout: Path, tag: str, dest: str, creds: str | None = None) -> str:
-    """skopeo copy an OCI layout's image to `dest` (host/repo:tag); returns its digest."""
+def skopeo_push_layout(
+    layout: Path, tag: str, dest: str, creds: str | None = None, flags: tuple[str, ...] = ()
+) -> str:
+    """skopeo copy an OCI layout's image to `dest` (host/repo:tag); returns its digest
+    (with `--all` in `flags`, the index's)."""
     digest_file = layout.parent / f"pushed-{uuid.uuid4().hex}.digest"
-    args = ["skopeo", "copy", "--dest-tls-verify=false", f"--digestfile={digest_file}"]
+    args = ["skopeo", "copy", "--dest-tls-verify=false", f"--digestfile={digest_file}", *flags]
     if creds:
         args.append(f"--dest-creds={creds}")
     run(*args, f"oci:{layout}:{tag}", f"docker://{dest}", timeout=120)
