@@ -8,6 +8,7 @@ from aiohttp import web
 
 from dockyard.api.context import context
 from dockyard.api.ranges import requested_range
+from dockyard.api.sendfile import send_file
 from dockyard.errors import BlobUnknownError, ManifestUnknownError, UnsupportedError
 from dockyard.oci.digest import Digest
 from dockyard.proxy.cache import PassThrough
@@ -127,7 +128,7 @@ async def stream_download(
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             if limit > sent:
-                await request._loop.sendfile(transport, fobj, sent, limit - sent)
+                await send_file(transport, fobj, sent, limit - sent)
                 sent = limit
         await response.write_eof()
         return response

@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from dockyard.api.sendfile import send_file
 from dockyard.errors import RegistryError
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -63,6 +64,8 @@ class SendfileResponse(web.StreamResponse):
         self.content_length = count
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:  # the body went out with the first call
+            return await super().prepare(request)
         try:
             writer = await super().prepare(request)
             if request.method == "HEAD" or self._count == 0:
@@ -72,7 +75,7 @@ class SendfileResponse(web.StreamResponse):
                 raise ConnectionResetError("client went away")
             # No read-ahead hints: POSIX_FADV_SEQUENTIAL measured no faster from the disk
             # and about a third slower from the page cache (python -m bench --only pull).
-            await request._loop.sendfile(transport, self._fobj, self._offset, self._count)
+            await send_file(transport, self._fobj, self._offset, self._count)
             await super().write_eof()
             return writer
         finally:

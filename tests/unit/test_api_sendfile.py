@@ -1,0 +1,274 @@
+"""dockyard.api.sendfile over real loopback sockets: plain TCP and TLS, fast and slow
+readers, pipelined requests, and clients that leave in the middle of a body."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from dockyard.api import sendfile
+from dockyard.api.responses import SendfileResponse
+from dockyard.auth.pki import create_ca, issue_server_certificate, parse_hosts
+
+SIZE = 3 * (1 << 20) + 12345
+
+
+@pytest.fixture
+def blob(tmp_path: Path) -> tuple[Path, bytes]:
+    data = os.urandom(SIZE)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.fixture
+def big(blob: tuple[Path, bytes]) -> Path:
+    """The blob 16 times over (48 MiB): more than any socket buffer holds."""
+    path, data = blob
+    big = path.with_name("big")
+    with big.open("wb") as f:
+        for _ in range(16):
+            f.write(data)
+    return big
+
+
+class _Recording(SendfileResponse):
+    """Notes how each body ended: None when sent, else the exception."""
+
+    seen: list[BaseException | None]
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            return await super().prepare(request)
+        try:
+            writer = await super().prepare(request)
+        except BaseException as exc:
+            self.seen.append(exc)
+            raise
+        self.seen.append(None)
+        return writer
+
+
+def _handler(path: Path, seen: list[BaseException | None]) -> Callable[..., Awaitable[Any]]:
+    size = path.stat().st_size
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        offset = int(request.query.get("offset", 0))
+        count = int(request.query.get("count", size - offset))
+        response = _Recording(path.open("rb"), offset, count)
+        response.seen = seen
+        return response
+
+    return handle
+
+
+@asynccontextmanager
+async def _server(
+    path: Path, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[int, list[BaseException | None]]]:
+    seen: list[BaseException | None] = []
+    app = web.Application()
+    app.router.add_get("/blob", _handler(path, seen))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    sock = site._server.sockets[0]  # type: ignore[union-attr]
+    try:
+        yield sock.getsockname()[1], seen
+    finally:
+        await runner.cleanup()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(v) for k, _, v in (x.partition(": ") for x in lines) if k == "Content-Length")
+    return status, await reader.readexactly(length)
+
+
+def _get(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+
+
+def test_whole_file_and_a_range_arrive_intact(blob: tuple[Path, bytes]) -> None:
+    path, data = blob
+
+    async def run() -> None:
+        async with _server(path) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_get("/blob"))
+            assert await _response(reader) == (200, data)
+            offset, count = 777, (2 << 20) + 3
+            writer.write(_get(f"/blob?offset={offset}&count={count}"))
+            assert await _response(reader) == (200, data[offset : offset + count])
+            writer.write(_get("/blob?offset=5&count=10"))  # under one piece
+            assert await _response(reader) == (200, data[5:15])
+            writer.close()
+
+    asyncio.run(run())
+
+
+def test_pipelined_requests_are_answered_in_order(blob: tuple[Path, bytes]) -> None:
+    path, data = blob
+
+    async def run() -> None:
+        async with _server(path) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # The second request arrives while the first body is being sent: it must wait
+            # and never mix with it.
+            writer.write(_get("/blob") + _get("/blob?offset=100&count=70000"))
+            assert await _response(reader) == (200, data)
+            assert await _response(reader) == (200, data[100:70100])
+            writer.close()
+
+    asyncio.run(run())
+
+
+def test_slow_reader_waits_for_the_socket(
+    blob: tuple[Path, bytes], big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, data = blob
+    waits = 0
+    real_writable = sendfile._writable
+
+    async def counting(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        nonlocal waits
+        waits += 1
+        await real_writable(loop, fd)
+
+    monkeypatch.setattr(sendfile, "_writable", counting)
+
+    async def run() -> None:
+        async with _server(big) as (port, seen):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+            sock.connect(("127.0.0.1", port))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=16 << 10)
+            writer.write(_get("/blob"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            body = bytearray()
+            while len(body) < 16 * SIZE:
+                body += await reader.read(16 << 10)
+                if len(body) % (1 << 20) < (16 << 10):
+                    await asyncio.sleep(0.001)
+            assert bytes(body) == data * 16
+            writer.close()
+            assert seen == [None]
+
+    asyncio.run(run())
+    assert waits > 0
+
+
+def test_a_client_that_leaves_is_a_connection_reset(blob: tuple[Path, bytes], big: Path) -> None:
+    _, data = blob
+
+    async def run() -> None:
+        async with _server(big) as (port, seen):
+            before = len(os.listdir("/proc/self/fd"))
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+            sock.connect(("127.0.0.1", port))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(_get("/blob"))
+            await reader.readexactly(100_000)
+            writer.transport.abort()
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(seen) == 1 and isinstance(seen[0], ConnectionError)
+            await asyncio.sleep(0.05)
+            # The duplicate descriptor and the file are closed; the server still serves.
+            assert len(os.listdir("/proc/self/fd")) <= before
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_get("/blob?offset=0&count=1000"))
+            assert await _response(reader) == (200, data[:1000])
+            writer.close()
+
+    asyncio.run(run())
+
+
+def test_other_work_runs_while_a_fast_client_reads(big: Path) -> None:
+    size = big.stat().st_size
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        ran_during: list[bool] = []
+        app = web.Application()
+
+        finished: list[bool] = []
+
+        class Marking(SendfileResponse):
+            async def prepare(self, request: web.BaseRequest) -> Any:
+                if self.prepared:
+                    return await super().prepare(request)
+                loop.call_soon(lambda: ran_during.append(not finished))
+                writer = await super().prepare(request)
+                finished.append(True)
+                return writer
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return Marking(big.open("rb"), 0, size)
+
+        app.router.add_get("/blob", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            # A client in another thread reads as fast as it can: the socket never fills.
+            def read_all() -> int:
+                with socket.create_connection(("127.0.0.1", port)) as s:
+                    s.sendall(_get("/blob"))
+                    got, buf = 0, bytearray(1 << 20)
+                    while got < 16 * SIZE:
+                        n = s.recv_into(buf)
+                        if not n:
+                            break
+                        got += n
+                    return got
+
+            got = await asyncio.to_thread(read_all)
+        finally:
+            await runner.cleanup()
+        assert got >= 16 * SIZE
+        assert ran_during == [True]
+
+    asyncio.run(run())
+
+
+def test_tls_bodies_use_the_loops_fallback(blob: tuple[Path, bytes], tmp_path: Path) -> None:
+    path, data = blob
+    ca = create_ca()
+    server = issue_server_certificate(ca, parse_hosts(["127.0.0.1"]))
+    (tmp_path / "cert.pem").write_bytes(server.certificate_pem())
+    (tmp_path / "key.pem").write_bytes(server.key_pem())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client = ssl.create_default_context(cadata=ca.certificate_pem().decode())
+
+    async def run() -> None:
+        async with _server(path, context) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            writer.write(_get("/blob"))
+            assert await _response(reader) == (200, data)
+            writer.write(_get("/blob?offset=3&count=1048576"))
+            assert await _response(reader) == (200, data[3 : 3 + 1048576])
+            writer.close()
+
+    asyncio.run(run())
