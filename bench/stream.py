@@ -1,4 +1,4 @@
-"""How fast can one TCP stream over loopback carry a page-cached file, sent four ways?
+"""How fast can one TCP stream over loopback carry a page-cached file, sent five ways?
 
     .venv/bin/python -m bench.stream [--size 1GiB] [--runs 8] [--pin same|split]
 
@@ -6,8 +6,10 @@ A pulled blob is one such stream. This compares what a server could do with the 
 no HTTP and no event loop in the way; each run forks a sender process and receives in
 this one, into a reused 1 MiB buffer as the benchmark's client does:
 
-- `sendfile`: the whole file in one blocking sendfile call (the system call Dockyard
-  serves blob bodies with: zero copy);
+- `sendfile`: the whole file in one blocking sendfile call (zero copy; asyncio's
+  `loop.sendfile`, which Dockyard used until 2026-11-28, asks for the rest at once too);
+- `sendfile-32k`: sendfile 32 KiB per call, as Dockyard serves blob bodies
+  (`dockyard.api.sendfile`): zero copy, many more system calls;
 - `read-send`: read 1 MiB into a buffer and send it: two copies, the way Distribution 2.8
   serves blobs (it reads and writes 32 KiB at a time; no sendfile);
 - `mmap-send`: send straight from a read-only mapping in 1 MiB slices (one copy);
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.limits import receive
+from dockyard.api.sendfile import PIECE
 
 MIB = 1 << 20
 WARM_WINDOW = 512 * 1024
@@ -42,6 +45,12 @@ def send_sendfile(sock: socket.socket, fd: int, size: int) -> None:
     offset = 0
     while offset < size:
         offset += os.sendfile(sock.fileno(), fd, offset, size - offset)
+
+
+def send_pieces(sock: socket.socket, fd: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        offset += os.sendfile(sock.fileno(), fd, offset, min(PIECE, size - offset))
 
 
 def send_read(sock: socket.socket, fd: int, size: int) -> None:
@@ -83,6 +92,7 @@ def send_warm(sock: socket.socket, fd: int, size: int) -> None:
 
 METHODS: dict[str, Callable[[socket.socket, int, int], None]] = {
     "sendfile": send_sendfile,
+    "sendfile-32k": send_pieces,
     "read-send": send_read,
     "mmap-send": send_mmap,
     "warm-sendfile": send_warm,
