@@ -1,0 +1,163 @@
+"""UploadManager's streaming: writes and hashing run side by side, and a failure on either
+side never leaves a hash that disagrees with the bytes on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.errors import (
+    BlobUploadInvalidError,
+    BlobUploadUnknownError,
+    DigestInvalidError,
+    StorageFullError,
+)
+from dockyard.metadata import Database
+from dockyard.oci.digest import Digest
+from dockyard.registry.blobs import LocalBlobStore
+from dockyard.registry.uploads import WRITE_BATCH, UploadManager
+from dockyard.storage import FilesystemDriver
+from dockyard.storage.filesystem import FileAppendWriter
+
+REPO = "team/app"
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[tuple[UploadManager, FilesystemDriver, LocalBlobStore]]:
+    db = Database(tmp_path / "metadata.db")
+    driver = FilesystemDriver(tmp_path / "store")
+    blobs = LocalBlobStore(db, driver)
+    try:
+        yield UploadManager(db, driver, blobs), driver, blobs
+    finally:
+        db.close()
+
+
+PIECE = 100_000
+
+
+async def _body(data: bytes, piece: int = PIECE) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+        await asyncio.sleep(0)
+
+
+def _digest(data: bytes) -> Digest:
+    return Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def test_a_big_monolithic_body_commits_with_its_digest(
+    parts: tuple[UploadManager, FilesystemDriver, LocalBlobStore],
+) -> None:
+    manager, _, blobs = parts
+    data = os.urandom(5 * WRITE_BATCH + 12345)  # more batches than may be in flight
+
+    async def run() -> None:
+        status = await manager.start(REPO)
+        size = await manager.finish(REPO, status.id, _digest(data), _body(data))
+        assert size == len(data)
+        with blobs.open_committed(_digest(data)) as f:
+            assert f.read() == data
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("reached_disk", [0, 2], ids=["nothing", "half"])
+def test_a_failed_write_is_resumed_from_the_disk_with_a_true_hash(
+    parts: tuple[UploadManager, FilesystemDriver, LocalBlobStore],
+    monkeypatch: pytest.MonkeyPatch,
+    reached_disk: int,
+) -> None:
+    manager, _, blobs = parts
+    data = os.urandom(3 * WRITE_BATCH + 999)
+    real_write = FileAppendWriter.write
+    calls = 0
+
+    def failing_second_write(self: FileAppendWriter, chunk: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            # None or half of the batch reaches the disk, then the device fails; the hash,
+            # running alongside, may already have taken the whole batch.
+            if reached_disk:
+                real_write(self, bytes(chunk[: len(chunk) // reached_disk]))
+            raise OSError(errno.EIO, "I/O error")
+        real_write(self, chunk)
+
+    async def run() -> None:
+        status = await manager.start(REPO)
+        monkeypatch.setattr(FileAppendWriter, "write", failing_second_write)
+        with pytest.raises(OSError):
+            await manager.append(REPO, status.id, _body(data))
+        monkeypatch.undo()
+        # The session reports what is on disk, and carries on from there.
+        offset = (await manager.status(REPO, status.id)).offset
+        batch = -(-WRITE_BATCH // PIECE) * PIECE  # the first batch: whole pieces, >= 4 MiB
+        assert offset == batch + (batch // reached_disk if reached_disk else 0)
+        await manager.append(REPO, status.id, _body(data[offset:]), start=offset)
+        size = await manager.finish(REPO, status.id, _digest(data))
+        assert size == len(data)
+        with blobs.open_committed(_digest(data)) as f:
+            assert f.read() == data
+
+    asyncio.run(run())
+
+
+def test_a_client_that_stalls_keeps_what_arrived(
+    parts: tuple[UploadManager, FilesystemDriver, LocalBlobStore],
+) -> None:
+    manager, _, _ = parts
+    data = os.urandom(2 * WRITE_BATCH + 4321)
+
+    async def stalls() -> AsyncIterator[bytes]:
+        async for chunk in _body(data):
+            yield chunk
+        raise BlobUploadInvalidError("request body stalled")
+
+    async def run() -> None:
+        status = await manager.start(REPO)
+        with pytest.raises(BlobUploadInvalidError):
+            await manager.append(REPO, status.id, stalls())
+        assert (await manager.status(REPO, status.id)).offset == len(data)
+        # The hash covers exactly those bytes: a wrong digest is refused, the right one taken.
+        with pytest.raises(DigestInvalidError):
+            await manager.finish(REPO, status.id, _digest(data + b"x"))
+
+    asyncio.run(run())
+    asyncio.run(_finish_fresh(manager, data))
+
+
+async def _finish_fresh(manager: UploadManager, data: bytes) -> None:
+    status = await manager.start(REPO)
+    await manager.append(REPO, status.id, _body(data))
+    assert await manager.finish(REPO, status.id, _digest(data)) == len(data)
+
+
+def test_a_full_disk_discards_the_session(
+    parts: tuple[UploadManager, FilesystemDriver, LocalBlobStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager, driver, _ = parts
+    data = os.urandom(3 * WRITE_BATCH)
+
+    def full(self: FileAppendWriter, chunk: Any) -> None:
+        raise StorageFullError("no space left on the device")
+
+    async def run() -> None:
+        status = await manager.start(REPO)
+        monkeypatch.setattr(FileAppendWriter, "write", full)
+        with pytest.raises(StorageFullError):
+            await manager.append(REPO, status.id, _body(data))
+        monkeypatch.undo()
+        assert list(driver.list("uploads")) == []
+        with pytest.raises(BlobUploadUnknownError):
+            await manager.status(REPO, status.id)
+
+    asyncio.run(run())
