@@ -236,6 +236,35 @@ def test_the_loop_gets_a_turn_every_burst(monkeypatch: pytest.MonkeyPatch) -> No
     assert max(asked) == sendfile.PIECE
 
 
+def test_after_a_wait_the_free_buffer_is_filled_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    full = iter([False, True, False, False, True, False])
+
+    def sometimes_full(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        if next(full, False):
+            raise BlockingIOError
+        asked.append(count)
+        return count
+
+    async def writable_now(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(sendfile.os, "sendfile", sometimes_full)
+    monkeypatch.setattr(sendfile, "_writable", writable_now)
+    piece, burst = sendfile.PIECE, sendfile.BURST
+
+    async def run() -> None:
+        await sendfile._pieces(asyncio.get_running_loop(), -1, -1, 0, 3 * burst)
+
+    asyncio.run(run())
+    assert sum(asked) == 3 * burst
+    # A piece, then (full: a wait) up to a MiB at once, then pieces again until it is full.
+    assert asked[:4] == [piece, burst, piece, burst]
+    assert set(asked[4:-1]) == {piece}
+
+
 def test_tls_bodies_use_the_loops_fallback(blob: tuple[Path, bytes], tmp_path: Path) -> None:
     path, data = blob
     ca = create_ca()

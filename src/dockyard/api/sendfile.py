@@ -1,11 +1,15 @@
 """Zero-copy file bodies: `sendfile` in 32 KiB pieces.
 
-asyncio's `loop.sendfile` asks the kernel for everything that is left in one call. Over
+asyncio's `loop.sendfile` asks the kernel for everything that is left in one call, which
+fills the socket buffer every time and then waits for the client to drain it. Over
 loopback (containerd pulling from a Dockyard on its own node, or the benchmark's client)
-that swings between 2 and 9 GB/s from one pull to the next, with client and server on the
-same CPU or not; the same `sendfile` asked for 32 KiB at a time holds 5-6 GB/s, at the
-same CPU per GiB (`python -m bench.stream` shows both). The bytes still go from the page
-cache to the socket without passing through Python.
+that swings between 2 and 9 GB/s from one pull to the next. Asked for 32 KiB at a time,
+a client that keeps up never lets the buffer fill (0-2 waits in a 1 GiB pull) and the
+stream holds 4-6 GB/s. The bytes still go from the page cache to the socket without
+passing through Python. The price is more system calls: about twice the server CPU of
+`loop.sendfile` when 100 clients on loopback pull at once (README, Profiling). Once the
+buffer has filled (a client slower than the server, as across a network), each wait is
+followed by one call for up to a MiB.
 
 The first piece goes through `loop.sendfile`, which waits until the response headers have
 left the transport's buffer; the rest are sent on a duplicate of the socket's descriptor
@@ -58,16 +62,21 @@ async def _pieces(
     loop: asyncio.AbstractEventLoop, fd: int, file_fd: int, offset: int, count: int
 ) -> None:
     end = offset + count
+    piece = PIECE
     while offset < end:
         burst = min(end, offset + BURST)
         try:
             while offset < burst:
-                sent = os.sendfile(fd, file_fd, offset, min(PIECE, burst - offset))
+                sent = os.sendfile(fd, file_fd, offset, min(piece, burst - offset))
                 if sent == 0:
                     raise ConnectionResetError("the file ended before its stated size")
                 offset += sent
+                piece = PIECE
         except (BlockingIOError, InterruptedError):
             await _writable(loop, fd)  # the socket buffer is full: wait for the client
+            # The buffer has room for much more than a piece now: fill it in one call
+            # (a client slower than the server, e.g. across a network, is paced by this).
+            piece = BURST
             continue
         except OSError as exc:
             if exc.errno in _GONE:
