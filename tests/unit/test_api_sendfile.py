@@ -4,6 +4,7 @@ readers, pipelined requests, and clients that leave in the middle of a body."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
@@ -16,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from dockyard.api import sendfile
+from dockyard.api.middleware import access_logger_for
 from dockyard.api.responses import SendfileResponse
 from dockyard.auth.pki import create_ca, issue_server_certificate, parse_hosts
 
@@ -71,20 +73,35 @@ def _handler(path: Path, seen: list[BaseException | None]) -> Callable[..., Awai
     return handle
 
 
+class _Sink:
+    """Dockyard's access-log hook, keeping (status, bytes) of each request."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, int]] = []
+
+    def request(self, method: str, path: str, status: int, size: int, *rest: Any) -> None:
+        self.logged.append((status, size))
+
+
 @asynccontextmanager
 async def _server(
     path: Path, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[tuple[int, list[BaseException | None]]]:
+) -> AsyncIterator[tuple[int, list[BaseException | None], list[tuple[int, int]]]]:
     seen: list[BaseException | None] = []
+    sink = _Sink()
     app = web.Application()
     app.router.add_get("/blob", _handler(path, seen))
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(
+        app,
+        access_log_class=access_logger_for(sink),
+        access_log=logging.getLogger("test.access"),
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     sock = site._server.sockets[0]  # type: ignore[union-attr]
     try:
-        yield sock.getsockname()[1], seen
+        yield sock.getsockname()[1], seen, sink.logged
     finally:
         await runner.cleanup()
 
@@ -105,7 +122,7 @@ def test_whole_file_and_a_range_arrive_intact(blob: tuple[Path, bytes]) -> None:
     path, data = blob
 
     async def run() -> None:
-        async with _server(path) as (port, _):
+        async with _server(path) as (port, _, logged):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(_get("/blob"))
             assert await _response(reader) == (200, data)
@@ -115,6 +132,8 @@ def test_whole_file_and_a_range_arrive_intact(blob: tuple[Path, bytes]) -> None:
             writer.write(_get("/blob?offset=5&count=10"))  # under one piece
             assert await _response(reader) == (200, data[5:15])
             writer.close()
+            await asyncio.sleep(0.05)
+            assert logged == [(200, SIZE), (200, count), (200, 10)]
 
     asyncio.run(run())
 
@@ -123,7 +142,7 @@ def test_pipelined_requests_are_answered_in_order(blob: tuple[Path, bytes]) -> N
     path, data = blob
 
     async def run() -> None:
-        async with _server(path) as (port, _):
+        async with _server(path) as (port, _, _):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             # The second request arrives while the first body is being sent: it must wait
             # and never mix with it.
@@ -150,7 +169,7 @@ def test_slow_reader_waits_for_the_socket(
     monkeypatch.setattr(sendfile, "_writable", counting)
 
     async def run() -> None:
-        async with _server(big) as (port, seen):
+        async with _server(big) as (port, seen, logged):
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
             sock.connect(("127.0.0.1", port))
@@ -167,6 +186,8 @@ def test_slow_reader_waits_for_the_socket(
             assert bytes(body) == data * 16
             writer.close()
             assert seen == [None]
+            await asyncio.sleep(0.05)
+            assert logged == [(200, 16 * SIZE)]
 
     asyncio.run(run())
     assert waits > 0
@@ -176,7 +197,7 @@ def test_a_client_that_leaves_is_a_connection_reset(blob: tuple[Path, bytes], bi
     _, data = blob
 
     async def run() -> None:
-        async with _server(big) as (port, seen):
+        async with _server(big) as (port, seen, logged):
             before = len(os.listdir("/proc/self/fd"))
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
@@ -192,6 +213,9 @@ def test_a_client_that_leaves_is_a_connection_reset(blob: tuple[Path, bytes], bi
                 await asyncio.sleep(0.01)
             assert len(seen) == 1 and isinstance(seen[0], ConnectionError)
             await asyncio.sleep(0.05)
+            # The access log says how far the body got, not the Content-Length promised.
+            assert len(logged) == 1 and logged[0][0] == 200
+            assert 100_000 <= logged[0][1] < 16 * SIZE
             # The duplicate descriptor and the file are closed; the server still serves.
             assert len(os.listdir("/proc/self/fd")) <= before
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -225,7 +249,11 @@ def test_the_loop_gets_a_turn_every_burst(monkeypatch: pytest.MonkeyPatch) -> No
 
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
-        await sendfile._pieces(asyncio.get_running_loop(), -1, -1, 0, 64 * sendfile.BURST + 5)
+        progress = sendfile.Progress()
+        await sendfile._pieces(
+            asyncio.get_running_loop(), -1, -1, 0, 64 * sendfile.BURST + 5, progress
+        )
+        assert progress.sent == 64 * sendfile.BURST + 5
         done = True
         await task
         return ticks
@@ -256,7 +284,8 @@ def test_after_a_wait_the_free_buffer_is_filled_in_one_call(
     piece, burst = sendfile.PIECE, sendfile.BURST
 
     async def run() -> None:
-        await sendfile._pieces(asyncio.get_running_loop(), -1, -1, 0, 3 * burst)
+        loop = asyncio.get_running_loop()
+        await sendfile._pieces(loop, -1, -1, 0, 3 * burst, sendfile.Progress())
 
     asyncio.run(run())
     assert sum(asked) == 3 * burst
@@ -276,7 +305,7 @@ def test_tls_bodies_use_the_loops_fallback(blob: tuple[Path, bytes], tmp_path: P
     client = ssl.create_default_context(cadata=ca.certificate_pem().decode())
 
     async def run() -> None:
-        async with _server(path, context) as (port, _):
+        async with _server(path, context) as (port, _, _):
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
             writer.write(_get("/blob"))
             assert await _response(reader) == (200, data)

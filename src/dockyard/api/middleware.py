@@ -11,7 +11,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from dockyard.api.context import context
-from dockyard.api.responses import API_VERSION_HEADER, error_response
+from dockyard.api.responses import API_VERSION_HEADER, BODY_PROGRESS, error_response
 from dockyard.errors import (
     BlobUploadInvalidError,
     PayloadTooLargeError,
@@ -126,11 +126,18 @@ def access_logger_for(sink: AccessSink) -> type[AbstractAccessLogger]:
     class AccessLogger(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
             method = request.method
+            progress = response.get(BODY_PROGRESS)
+            if method == "HEAD":
+                size = 0
+            elif progress is not None:
+                size = progress.sent  # a body cut short says how far it got
+            else:
+                size = response.content_length or 0
             sink.request(
                 method,
                 request.path_qs,
                 response.status,
-                0 if method == "HEAD" else response.content_length or 0,
+                size,
                 time,
                 request.remote,
                 request.headers.get("User-Agent", ""),

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from dockyard.api.context import context
 from dockyard.api.ranges import requested_range
-from dockyard.api.sendfile import send_file
+from dockyard.api.responses import BODY_PROGRESS
+from dockyard.api.sendfile import Progress, send_file
 from dockyard.errors import BlobUnknownError, ManifestUnknownError, UnsupportedError
 from dockyard.oci.digest import Digest
 from dockyard.proxy.cache import PassThrough
@@ -106,6 +107,7 @@ async def stream_download(
         fobj = await _open_download(blobs, download)
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = download_size
+    progress = response[BODY_PROGRESS] = Progress()
     try:
         await response.prepare(request)
         if request.method == "HEAD":
@@ -128,7 +130,7 @@ async def stream_download(
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             if limit > sent:
-                await send_file(transport, fobj, sent, limit - sent)
+                await send_file(transport, fobj, sent, limit - sent, progress)
                 sent = limit
         await response.write_eof()
         return response

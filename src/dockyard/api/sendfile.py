@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from dataclasses import dataclass
 from typing import BinaryIO
 
 PIECE = 32 << 10
@@ -32,18 +33,37 @@ BURST = 1 << 20
 _GONE = {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN}
 
 
-async def send_file(transport: asyncio.Transport, fobj: BinaryIO, offset: int, count: int) -> None:
-    """Send `count` bytes of `fobj` from `offset`; ConnectionResetError if the client left."""
+@dataclass(slots=True)
+class Progress:
+    """Body bytes handed to the kernel so far (what the access log reports)."""
+
+    sent: int = 0
+
+
+async def send_file(
+    transport: asyncio.Transport,
+    fobj: BinaryIO,
+    offset: int,
+    count: int,
+    progress: Progress | None = None,
+) -> None:
+    """Send `count` bytes of `fobj` from `offset`; ConnectionResetError if the client left.
+
+    `progress.sent` grows as the bytes go out, and stays where a failure stopped them.
+    """
+    progress = progress if progress is not None else Progress()
     loop = asyncio.get_running_loop()
     sock = transport.get_extra_info("socket")
     first = min(PIECE, count)
     await loop.sendfile(transport, fobj, offset, first)
+    progress.sent += first
     offset += first
     count -= first
     if not count:
         return
     if sock is None or transport.get_extra_info("ssl_object") is not None:
         await loop.sendfile(transport, fobj, offset, count)
+        progress.sent += count
         return
     if transport.is_closing():
         raise ConnectionResetError("client went away")
@@ -51,7 +71,7 @@ async def send_file(transport: asyncio.Transport, fobj: BinaryIO, offset: int, c
     transport.pause_reading()
     fd = os.dup(sock.fileno())
     try:
-        await _pieces(loop, fd, fobj.fileno(), offset, count)
+        await _pieces(loop, fd, fobj.fileno(), offset, count, progress)
     finally:
         os.close(fd)
         if reading and not transport.is_closing():
@@ -59,7 +79,12 @@ async def send_file(transport: asyncio.Transport, fobj: BinaryIO, offset: int, c
 
 
 async def _pieces(
-    loop: asyncio.AbstractEventLoop, fd: int, file_fd: int, offset: int, count: int
+    loop: asyncio.AbstractEventLoop,
+    fd: int,
+    file_fd: int,
+    offset: int,
+    count: int,
+    progress: Progress,
 ) -> None:
     end = offset + count
     piece = PIECE
@@ -71,6 +96,7 @@ async def _pieces(
                 if sent == 0:
                     raise ConnectionResetError("the file ended before its stated size")
                 offset += sent
+                progress.sent += sent
                 piece = PIECE
         except (BlockingIOError, InterruptedError):
             await _writable(loop, fd)  # the socket buffer is full: wait for the client
