@@ -88,19 +88,26 @@ def loopback_mb_s(
     return size / seconds / 1e6
 
 
+def cached_file(path: Path, size: int) -> Path:
+    """Write `size` random bytes to `path` and read them once: in the page cache, like a
+    warm blob."""
+    with path.open("wb") as f:
+        left = size
+        while left > 0:
+            left -= f.write(os.urandom(min(left, MIB)))
+    with path.open("rb") as f:
+        while f.read(16 * MIB):
+            pass
+    return path
+
+
 def loopback_sendfile_mb_s(
     directory: Path, size: int, cpus: tuple[int, int] | None = None
 ) -> float:
     """loopback_mb_s sending a `size`-byte file already in the page cache with sendfile."""
     path = directory / "loopback-test.bin"
     try:
-        with path.open("wb") as f:
-            left = size
-            while left > 0:
-                left -= f.write(os.urandom(min(left, MIB)))
-        with path.open("rb") as f:  # read it once: in the page cache, like a warm blob
-            while f.read(16 * MIB):
-                pass
+        cached_file(path, size)
         return loopback_mb_s(size, path, cpus)
     finally:
         path.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.limits import receive
+from bench.limits import cached_file, receive
 from dockyard.api.sendfile import PIECE
 
 MIB = 1 << 20
@@ -146,18 +146,6 @@ def one_run(
     return size / seconds / 1e6, float(cpu)
 
 
-def cached_file(directory: Path, size: int) -> Path:
-    path = directory / "stream-test.bin"
-    with path.open("wb") as f:
-        left = size
-        while left > 0:
-            left -= f.write(os.urandom(min(left, MIB)))
-    with path.open("rb") as f:  # read once: in the page cache, like a warm blob
-        while f.read(16 * MIB):
-            pass
-    return path
-
-
 def compare(
     size: int, runs: int, methods: list[str], cpus: tuple[int, int] | None, tmp: Path | None
 ) -> dict[str, dict[str, float]]:
@@ -165,7 +153,7 @@ def compare(
     rates: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory(dir=tmp) as directory:
-        path = cached_file(Path(directory), size)
+        path = cached_file(Path(directory) / "stream-test.bin", size)
         for run in range(runs):
             for method in methods if run % 2 == 0 else methods[::-1]:
                 rate, seconds = one_run(method, path, size, cpus)

@@ -113,8 +113,7 @@ async def stream_download(
         if request.method == "HEAD":
             return response
         transport = request.transport
-        sent = 0
-        while sent < download_size:
+        while (sent := progress.sent) < download_size:
             # The last byte waits for the digest check: a client must never receive a whole
             # body, with a success status, that turns out not to match its digest.
             if sent < download_size - 1:
@@ -131,7 +130,6 @@ async def stream_download(
                 raise ConnectionResetError("client went away")
             if limit > sent:
                 await send_file(transport, fobj, sent, limit - sent, progress)
-                sent = limit
         await response.write_eof()
         return response
     finally:

@@ -65,7 +65,7 @@ class SendfileResponse(web.StreamResponse):
         self._offset = offset
         self._count = count
         self.content_length = count
-        self.progress = self[BODY_PROGRESS] = Progress()
+        self[BODY_PROGRESS] = Progress()
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:  # the body went out with the first call
@@ -79,7 +79,8 @@ class SendfileResponse(web.StreamResponse):
                 raise ConnectionResetError("client went away")
             # No read-ahead hints: POSIX_FADV_SEQUENTIAL measured no faster from the disk
             # and about a third slower from the page cache (python -m bench --only pull).
-            await send_file(transport, self._fobj, self._offset, self._count, self.progress)
+            progress = self[BODY_PROGRESS]
+            await send_file(transport, self._fobj, self._offset, self._count, progress)
             await super().write_eof()
             return writer
         finally:

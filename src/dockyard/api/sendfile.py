@@ -87,30 +87,33 @@ async def _pieces(
     progress: Progress,
 ) -> None:
     end = offset + count
+    start = offset
     piece = PIECE
-    while offset < end:
-        burst = min(end, offset + BURST)
-        try:
-            while offset < burst:
-                sent = os.sendfile(fd, file_fd, offset, min(piece, burst - offset))
-                if sent == 0:
-                    raise ConnectionResetError("the file ended before its stated size")
-                offset += sent
-                progress.sent += sent
-                piece = PIECE
-        except (BlockingIOError, InterruptedError):
-            await _writable(loop, fd)  # the socket buffer is full: wait for the client
-            # The buffer has room for much more than a piece now: fill it in one call
-            # (a client slower than the server, e.g. across a network, is paced by this).
-            piece = BURST
-            continue
-        except OSError as exc:
-            if exc.errno in _GONE:
-                raise ConnectionResetError("client went away") from exc
-            raise
-        # A client that keeps up never fills the buffer: let other work run, without
-        # waiting on the socket (a wait for writability here costs a wake-up per burst).
-        await asyncio.sleep(0)
+    try:
+        while offset < end:
+            burst = min(end, offset + BURST)
+            try:
+                while offset < burst:
+                    sent = os.sendfile(fd, file_fd, offset, min(piece, burst - offset))
+                    if sent == 0:
+                        raise ConnectionResetError("the file ended before its stated size")
+                    offset += sent
+                    piece = PIECE
+            except (BlockingIOError, InterruptedError):
+                await _writable(loop, fd)  # the socket buffer is full: wait for the client
+                # The buffer has room for much more than a piece now: fill it in one call
+                # (a client slower than the server, e.g. across a network, is paced by this).
+                piece = BURST
+                continue
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    raise ConnectionResetError("client went away") from exc
+                raise
+            # A client that keeps up never fills the buffer: let other work run, without
+            # waiting on the socket (a wait for writability here costs a wake-up per burst).
+            await asyncio.sleep(0)
+    finally:
+        progress.sent += offset - start  # once, not per call: this is the byte loop
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
