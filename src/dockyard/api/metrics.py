@@ -6,12 +6,13 @@ Each application has its own CollectorRegistry (no module-level metric state).
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from itertools import accumulate
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from dockyard.api.context import ApiContext
@@ -106,49 +107,75 @@ class StorageCollector(Collector):
                 )
 
 
-class Metrics:
-    """The metric objects of one application."""
+# Upper bounds (seconds) of the request duration histogram.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-    def __init__(self, ctx: ApiContext) -> None:
-        cache = ctx.cache
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "dockyard_http_requests",
-            "HTTP requests by route, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "dockyard_http_request_duration_seconds",
-            "Time to produce a response",
-            ["route", "method"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
-        self.bytes_in = Counter(
-            "dockyard_http_request_bytes", "Request body bytes received", registry=self.registry
-        )
-        self.bytes_out = Counter(
-            "dockyard_http_response_bytes", "Response body bytes sent", registry=self.registry
-        )
-        if cache is not None:
-            self.registry.register(UpstreamCollector(cache))
-        self.registry.register(StorageCollector(ctx))
-        # labels() looks its child up under a lock on every call: keep the children.
-        self._request_children: dict[tuple[str, str, str], Any] = {}
-        self._latency_children: dict[tuple[str, str], Any] = {}
+
+class RequestStats(Collector):
+    """Request counts, durations and body bytes, kept as plain numbers.
+
+    Updated only on the event loop, so no lock: prometheus_client's own Counter and
+    Histogram take one per update, which cost a small request a noticeable share of its
+    time. Read at scrape time, on the same loop.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self._bounds = buckets
+        self._counts: dict[tuple[str, str, int], int] = {}
+        # (route, method) -> [per-bucket counts..., +Inf bucket, sum of seconds]
+        self._durations: dict[tuple[str, str], list[float]] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its duration."""
-        key = (route, method, str(status))
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(*key)
-        counter.inc()
-        histogram = self._latency_children.get(key[:2])
-        if histogram is None:
-            histogram = self._latency_children[key[:2]] = self.latency.labels(route, method)
-        histogram.observe(seconds)
+        key = (route, method, status)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        slots = self._durations.get((route, method))
+        if slots is None:
+            slots = self._durations[(route, method)] = [0] * (len(self._bounds) + 2)
+        slots[bisect_left(self._bounds, seconds)] += 1
+        slots[-1] += seconds
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "dockyard_http_requests",
+            "HTTP requests by route, method and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(self._counts.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "dockyard_http_request_duration_seconds",
+            "Time to produce a response",
+            labels=["route", "method"],
+        )
+        edges = [repr(float(b)) for b in self._bounds] + ["+Inf"]
+        for (route, method), slots in sorted(self._durations.items()):
+            cumulative = list(accumulate(slots[:-1]))
+            latency.add_metric(
+                [route, method], list(zip(edges, cumulative, strict=True)), slots[-1]
+            )
+        yield latency
+        yield CounterMetricFamily(
+            "dockyard_http_request_bytes", "Request body bytes received", value=self.bytes_in
+        )
+        yield CounterMetricFamily(
+            "dockyard_http_response_bytes", "Response body bytes sent", value=self.bytes_out
+        )
+
+
+class Metrics:
+    """The metric collectors of one application."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = RequestStats()
+        self.registry.register(self.requests)
+        if ctx.cache is not None:
+            self.registry.register(UpstreamCollector(ctx.cache))
+        self.registry.register(StorageCollector(ctx))
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("dockyard_metrics", Metrics)
@@ -166,21 +193,22 @@ def _route_label(request: web.Request) -> str:
 @web.middleware
 async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request."""
-    metrics = request.app[METRICS]
+    stats = request.app[METRICS].requests
     started = time.perf_counter()
     status = 499
     route = _route_label(request)
+    method = request.method
     try:
         response = await handler(request)
         status = response.status
-        if request.method != "HEAD" and response.content_length:
-            metrics.bytes_out.inc(response.content_length)
-        if request.content_length:
-            metrics.bytes_in.inc(request.content_length)
+        if method != "HEAD":
+            stats.bytes_out += response.content_length or 0
+        stats.bytes_in += request.content_length or 0
         return response
     finally:
-        method = request.method if request.method in _METHODS else "other"
-        metrics.observe(route, method, status, time.perf_counter() - started)
+        stats.observe(
+            route, method if method in _METHODS else "other", status, time.perf_counter() - started
+        )
 
 
 async def metrics_endpoint(request: web.Request) -> web.StreamResponse:

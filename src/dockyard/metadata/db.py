@@ -56,6 +56,7 @@ class Database:
         self._reader_conn.execute("PRAGMA query_only=ON")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db")
         self._closed = False
+        self._commits = 0
 
     def snapshot(self) -> Database:
         """A private in-memory copy: dry runs apply the real algorithm to it."""
@@ -68,7 +69,15 @@ class Database:
         copy._reader_conn = memory
         copy._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db-copy")
         copy._closed = False
+        copy._commits = 0
         return copy
+
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever anything may have been committed since the last call: by this
+        object's writer, or by any other connection (another worker process, `dockyard gc`).
+        Memoised reads compare it to decide whether they are still current."""
+        (version,) = self._reader_conn.execute("PRAGMA data_version").fetchone()
+        return version, self._commits
 
     def read_sync(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
@@ -96,6 +105,8 @@ class Database:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._commits += 1  # also after a rollback: that costs one spare re-read
         except sqlite3.OperationalError as exc:
             if "full" in str(exc):
                 raise StorageFullError(

@@ -17,10 +17,15 @@ from dockyard.errors import (
 )
 from dockyard.metadata import Database
 from dockyard.metadata import queries as q
+from dockyard.metadata.memo import GenerationMemo
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest, is_digest_like
 from dockyard.oci.manifest import parse_manifest
 from dockyard.oci.names import is_valid_tag, validate_tag
+
+# What the store keeps of manifests it has just read (see ManifestStore.get).
+RECENT_BYTES = 8 * 1024**2
+RECENT_MAX_MANIFEST = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +102,29 @@ class ManifestStore:
         self._child_required = child_required or (lambda platform: True)
         # Last pull per repository, kept in memory and written in batches (no write per GET).
         self._pulls: dict[tuple[str, str], float] = {}
+        # Manifests just read, by (repository, reference): a tag pulled by many nodes is
+        # read from the database once per change of the database.
+        self._recent: GenerationMemo[tuple[str, str], StoredManifest] = GenerationMemo(
+            lambda m: len(m.content), RECENT_BYTES, RECENT_MAX_MANIFEST
+        )
 
     async def get(self, repo: str, reference: str) -> StoredManifest:
         """A manifest by tag or digest; MANIFEST_UNKNOWN (or NAME_UNKNOWN) if absent."""
-        ref = lookup_reference(repo, reference)
-        if isinstance(ref, Digest):
-            row = await self._db.read(q.manifest_by_digest, repo, str(ref))
-        else:
-            row = await self._db.read(q.manifest_by_tag, repo, ref)
-        if row is None:
-            raise ManifestUnknownError(detail={"name": repo, "reference": reference})
-        self.note_pull(repo, row.digest)
-        return StoredManifest(Digest.parse(row.digest), row.media_type, row.content)
+        generation = self._db.generation()
+        key = (repo, reference)
+        manifest = self._recent.get(generation, key)
+        if manifest is None:
+            ref = lookup_reference(repo, reference)
+            if isinstance(ref, Digest):
+                row = await self._db.read(q.manifest_by_digest, repo, str(ref))
+            else:
+                row = await self._db.read(q.manifest_by_tag, repo, ref)
+            if row is None:
+                raise ManifestUnknownError(detail={"name": repo, "reference": reference})
+            manifest = StoredManifest(Digest.parse(row.digest), row.media_type, row.content)
+            self._recent.put(generation, key, manifest)
+        self.note_pull(repo, str(manifest.digest))
+        return manifest
 
     def note_pull(self, repo: str, digest: str) -> None:
         """Remember that a manifest was just pulled (for last-pull and eviction order)."""
