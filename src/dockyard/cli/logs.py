@@ -8,7 +8,14 @@ import logging.handlers
 import queue
 import sys
 import time
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 from typing import Any
+
+# json.dumps of a str, without its per-call setup (the same C function, the same output).
+_json_string: Callable[[str], str] = encode_basestring_ascii
+# Distinct repeating values (user agents, addresses) whose JSON the access log keeps.
+_SEEN_MAX = 1024
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -101,6 +108,7 @@ class AccessLogSink:
             f", {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in static_fields.items()
         )
         self._lines: list[str] = []
+        self._seen: dict[str | None, str] = {}
         self._second = -1
         self._stamp = ""
         self._logger = logging.getLogger("dockyard.access")
@@ -138,13 +146,24 @@ class AccessLogSink:
             pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
             self._lines.append(f"{self._time(now)} info dockyard.access: request {pairs}")
             return
+        quoted = self._quoted
         self._lines.append(
             f'{{"time": "{self._time(now)}", "level": "info", "logger": "dockyard.access", '
-            f'"msg": "request"{self._static_json}, "method": {json.dumps(method)}, '
-            f'"path": {json.dumps(path)}, "status": {status}, "bytes": {size}, '
-            f'"duration_ms": {duration}, "remote": {json.dumps(remote)}, '
-            f'"user_agent": {json.dumps(user_agent)}}}'
+            f'"msg": "request"{self._static_json}, "method": {quoted(method)}, '
+            f'"path": {_json_string(path)}, "status": {status}, "bytes": {size}, '
+            f'"duration_ms": {duration}, "remote": {quoted(remote)}, '
+            f'"user_agent": {quoted(user_agent)}}}'
         )
+
+    def _quoted(self, value: str | None) -> str:
+        """The JSON of a value that repeats from request to request (method, client address,
+        user agent), worked out once."""
+        found = self._seen.get(value)
+        if found is None:
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            found = self._seen[value] = "null" if value is None else _json_string(value)
+        return found
 
     def flush(self) -> None:
         """Hand the lines gathered so far to the log writer."""
