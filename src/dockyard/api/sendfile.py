@@ -15,7 +15,8 @@ The first piece goes through `loop.sendfile`, which waits until the response hea
 left the transport's buffer; the rest are sent on a duplicate of the socket's descriptor
 (the loop refuses writer callbacks on a descriptor a transport owns) while the transport
 does not read, so no other write can slip in between. TLS transports, which cannot use
-`sendfile`, get `loop.sendfile`'s own fallback.
+`sendfile`, get `loop.sendfile`'s own fallback. A body of a file that is not in the page
+cache is read into it ahead of the stream on a worker thread (`dockyard.api.readahead`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import errno
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from dockyard.api.readahead import MIN_BODY, ReadAhead
 
 PIECE = 32 << 10
 # Pieces sent back to back before the loop gets a turn (other clients, other requests).
@@ -89,9 +92,12 @@ async def _pieces(
     end = offset + count
     start = offset
     piece = PIECE
+    ahead = ReadAhead(loop, file_fd, offset, end) if count >= MIN_BODY else None
     try:
         while offset < end:
             burst = min(end, offset + BURST)
+            if ahead is not None:
+                await ahead.cover(offset, burst)  # no disk waits on the event loop
             try:
                 while offset < burst:
                     sent = os.sendfile(fd, file_fd, offset, min(piece, burst - offset))
@@ -113,6 +119,8 @@ async def _pieces(
             # waiting on the socket (a wait for writability here costs a wake-up per burst).
             await asyncio.sleep(0)
     finally:
+        if ahead is not None:
+            ahead.close()
         progress.sent += offset - start  # once, not per call: this is the byte loop
 
 
