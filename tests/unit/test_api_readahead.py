@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -306,3 +307,54 @@ def test_a_cold_body_arrives_intact_over_a_socket(
         # Read ahead, in order, each chunk at most once (the kernel's own read-ahead
         # behind those reads may already have brought in the ones it skips).
         assert reads and reads == sorted(set(reads))
+
+
+def test_the_app_reads_cold_blobs_ahead_on_its_own_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob GET through the application: the read-ahead runs on the app's reader threads
+    (not the default executor, where pushes write), and they are shut down with the app."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from dockyard.api import create_app
+    from dockyard.api.context import CONTEXT
+    from dockyard.cli.serve import api_settings, build_registry
+    from dockyard.config import load_config
+
+    threads: list[str] = []
+    real = readahead.read_chunk
+
+    def noted(fd: int, sink: int, offset: int, count: int) -> int:
+        threads.append(threading.current_thread().name)
+        return real(fd, sink, offset, count)
+
+    monkeypatch.setattr(readahead, "read_chunk", noted)
+    monkeypatch.setattr(readahead, "is_cached", lambda fd, offset: False)  # always cold
+    overrides = {"storage.filesystem.rootdirectory": str(tmp_path / "root")}
+    config = load_config(None, environ={}, overrides=overrides).config
+    registry = build_registry(config)
+    app = create_app(registry, api_settings(config, []))
+    readers = app[CONTEXT].readers
+    assert isinstance(readers, ThreadPoolExecutor)
+    data = os.urandom(20 * MIB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    async def run() -> bytes:
+        async with TestClient(TestServer(app)) as client:
+            started = await client.post("/v2/app/blobs/uploads/")
+            location = started.headers["Location"]
+            separator = "&" if "?" in location else "?"
+            put = await client.put(f"{location}{separator}digest={digest}", data=io.BytesIO(data))
+            assert put.status == 201, await put.text()
+            got = await client.get(f"/v2/app/blobs/{digest}")
+            assert got.status == 200
+            return await got.read()
+
+    try:
+        assert asyncio.run(run()) == data
+    finally:
+        registry.close()
+    assert threads and all(name.startswith("dockyard-readahead") for name in threads)
+    assert readers._shutdown  # type: ignore[attr-defined]

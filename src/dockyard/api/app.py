@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from aiohttp import HttpVersion11, web
 
@@ -77,8 +79,11 @@ def create_app(
         middlewares=[measure, errors, authenticate],
         client_max_size=4 * 1024**2,
     )
-    context = ApiContext(registry, settings or ApiSettings(), cache, maintenance, auth)
+    # Its own threads, so cold pulls never queue pushes' writes on the default executor.
+    readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="dockyard-readahead")
+    context = ApiContext(registry, settings or ApiSettings(), cache, maintenance, auth, readers)
     app[CONTEXT] = context
+    app.on_cleanup.append(partial(_shutdown, readers))
     app.on_response_prepare.append(standard_headers)
     app[METRICS] = Metrics(context)
     router = app.router
@@ -93,6 +98,14 @@ def create_app(
     router.add_route("POST", TOKEN_PATH, token_endpoint, expect_handler=expect)
     router.add_route("*", r"/{tail:[\s\S]*}", not_found, expect_handler=expect)
     return app
+
+
+# Blob reads ahead of bodies running at once (dockyard.api.readahead).
+READERS = 4
+
+
+async def _shutdown(executor: ThreadPoolExecutor, app: web.Application) -> None:
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def expect(request: web.Request) -> None:

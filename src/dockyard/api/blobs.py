@@ -70,11 +70,14 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
     except RangeNotSatisfiableError:
         fobj.close()
         raise
+    readers = ctx.readers
     if selected is None:
-        return SendfileResponse(fobj, 0, info.size, headers=headers)
+        return SendfileResponse(fobj, 0, info.size, headers=headers, readers=readers)
     start, end = selected
     headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
-    return SendfileResponse(fobj, start, end - start + 1, status=206, headers=headers)
+    return SendfileResponse(
+        fobj, start, end - start + 1, status=206, headers=headers, readers=readers
+    )
 
 
 async def head_blob(request: web.Request, route: Route) -> web.StreamResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class ApiContext:
     cache: PullThroughCache | None = None
     maintenance: Maintenance | None = None
     auth: Authenticator | None = None
+    # Threads that read blobs into the page cache ahead of their bodies (None: the
+    # loop's default executor).
+    readers: Executor | None = None
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("dockyard_context", ApiContext)

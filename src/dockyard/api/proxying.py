@@ -129,7 +129,9 @@ async def stream_download(
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             if limit > sent:
-                await send_file(transport, fobj, sent, limit - sent, progress)
+                await send_file(
+                    transport, fobj, sent, limit - sent, progress, context(request).readers
+                )
         await response.write_eof()
         return response
     finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -49,10 +50,12 @@ async def send_file(
     offset: int,
     count: int,
     progress: Progress | None = None,
+    readers: Executor | None = None,
 ) -> None:
     """Send `count` bytes of `fobj` from `offset`; ConnectionResetError if the client left.
 
     `progress.sent` grows as the bytes go out, and stays where a failure stopped them.
+    `readers` run the read-ahead of an uncached file (None: the loop's default executor).
     """
     progress = progress if progress is not None else Progress()
     loop = asyncio.get_running_loop()
@@ -74,7 +77,7 @@ async def send_file(
     transport.pause_reading()
     fd = os.dup(sock.fileno())
     try:
-        await _pieces(loop, fd, fobj.fileno(), offset, count, progress)
+        await _pieces(loop, fd, fobj.fileno(), offset, count, progress, readers)
     finally:
         os.close(fd)
         if reading and not transport.is_closing():
@@ -88,11 +91,12 @@ async def _pieces(
     offset: int,
     count: int,
     progress: Progress,
+    readers: Executor | None = None,
 ) -> None:
     end = offset + count
     start = offset
     piece = PIECE
-    ahead = ReadAhead(loop, file_fd, offset, end) if count >= MIN_BODY else None
+    ahead = ReadAhead(loop, file_fd, offset, end, readers) if count >= MIN_BODY else None
     try:
         while offset < end:
             burst = min(end, offset + BURST)
