@@ -25,6 +25,8 @@ from concurrent.futures import Executor
 
 CHUNK = 4 << 20
 WINDOW = 32 << 20
+# Chunks one turn of a reader thread reads before it lets another stream's turn run.
+RUN = 4
 # Bodies shorter than this are sent without reading ahead: the kernel's own read-ahead
 # covers them in a few requests.
 MIN_BODY = 8 << 20
@@ -58,8 +60,8 @@ class ReadAhead:
 
     One worker at a time reads chunk after chunk on a thread while it stays within WINDOW
     of what was sent, so the disk is kept busy while the loop sends; it is started again
-    when the stream has made room. `_filled` is written by the worker while one runs and
-    by the loop only while none does.
+    after RUN chunks, and when the stream has made room. `_filled` is written by the
+    worker while one runs and by the loop only while none does.
     """
 
     def __init__(
@@ -133,9 +135,13 @@ class ReadAhead:
                 self._job = job
 
     def _work(self) -> None:
-        """On a worker thread: read chunks until the window is full or the end is reached."""
+        """On a worker thread: read up to RUN chunks, fewer if the window fills or the end
+        comes first. Then the thread goes back to the pool, so streams that are all ahead
+        of the disk take turns rather than wait for one another to finish."""
         try:
-            while not self._stopped:
+            for _ in range(RUN):
+                if self._stopped:
+                    return
                 at = self._filled
                 if at >= self._end or at - self._sent >= WINDOW:
                     return
@@ -155,6 +161,8 @@ class ReadAhead:
             self._stopped = True
         if self._stopped:
             self._close_fd()
+        else:
+            self._start()  # the next turn, queued behind other streams' turns
         self._wakeup()
 
     def _wakeup(self) -> None:
