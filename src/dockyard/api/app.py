@@ -48,6 +48,10 @@ HANDLERS: dict[Resource, dict[str, RouteHandler]] = {
 }
 
 
+# Blob reads ahead of bodies running at once (dockyard.api.readahead).
+READERS = 4
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route a `/v2/...` request to its resource handler."""
     route = route_of(request)
@@ -98,10 +102,6 @@ def create_app(
     router.add_route("POST", TOKEN_PATH, token_endpoint, expect_handler=expect)
     router.add_route("*", r"/{tail:[\s\S]*}", not_found, expect_handler=expect)
     return app
-
-
-# Blob reads ahead of bodies running at once (dockyard.api.readahead).
-READERS = 4
 
 
 async def _shutdown(executor: ThreadPoolExecutor, app: web.Application) -> None:

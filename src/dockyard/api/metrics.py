@@ -121,6 +121,7 @@ class RequestStats(Collector):
 
     def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
         self._bounds = buckets
+        self._edges = [repr(float(b)) for b in buckets] + ["+Inf"]  # the `le` labels
         self._counts: dict[tuple[str, str, int], int] = {}
         # (route, method) -> [per-bucket counts..., +Inf bucket, sum of seconds]
         self._durations: dict[tuple[str, str], list[float]] = {}
@@ -151,11 +152,10 @@ class RequestStats(Collector):
             "Time to produce a response",
             labels=["route", "method"],
         )
-        edges = [repr(float(b)) for b in self._bounds] + ["+Inf"]
         for (route, method), slots in sorted(self._durations.items()):
             cumulative = list(accumulate(slots[:-1]))
             latency.add_metric(
-                [route, method], list(zip(edges, cumulative, strict=True)), slots[-1]
+                [route, method], list(zip(self._edges, cumulative, strict=True)), slots[-1]
             )
         yield latency
         yield CounterMetricFamily(

@@ -118,12 +118,19 @@ class ReadAhead:
         if self._job is None:
             self._close_fd()
 
+    def _next_chunk(self) -> int:
+        """The size of the chunk to read next; 0 at the end or when the window is full."""
+        at = self._filled
+        if at >= self._end or at - self._sent >= WINDOW:
+            return 0
+        return min(CHUNK, self._end - at)
+
     def _start(self) -> None:
         """Skip cached chunks here on the loop; start a worker at the first that is not."""
-        while self._job is None and not self._stopped and self._filled < self._end:
-            if self._filled - self._sent >= WINDOW:
+        while self._job is None and not self._stopped:
+            count = self._next_chunk()
+            if not count:
                 return
-            count = min(CHUNK, self._end - self._filled)
             cached = is_cached(self._fd, self._filled + count - 1)
             if cached is None:
                 self.close()
@@ -140,12 +147,10 @@ class ReadAhead:
         of the disk take turns rather than wait for one another to finish."""
         try:
             for _ in range(RUN):
-                if self._stopped:
+                count = self._next_chunk()
+                if self._stopped or not count:
                     return
                 at = self._filled
-                if at >= self._end or at - self._sent >= WINDOW:
-                    return
-                count = min(CHUNK, self._end - at)
                 if read_chunk(self._fd, self._sink, at, count) < count:
                     self._stopped = True  # a file that ends early: the stream will say so
                     return
