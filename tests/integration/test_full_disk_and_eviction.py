@@ -142,6 +142,9 @@ def test_a_full_cache_volume_serves_cold_pulls_from_the_upstream(
         )
         assert r.status_code == 206 and r.content == big.blobs[layer][1000:2000]
         assert r.headers["Content-Range"] == f"bytes 1000-1999/{len(big.blobs[layer])}"
+        # Its headers left before the handler returned; they are the standard ones all the same.
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
         # Nothing of the big layer was kept, not even a partial file.
         files = [p for p in root.rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
         assert [p.name for p in files if not p.name.startswith("metadata.db")] == []

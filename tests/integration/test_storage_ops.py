@@ -318,6 +318,26 @@ def test_scheduled_gc_and_metrics(
     assert "dockyard_http_request_duration_seconds_bucket" in metrics
 
 
+def test_requests_are_counted_with_the_access_log_off(
+    tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
+) -> None:
+    config = tmp_path / "quiet.yml"
+    config.write_text("log:\n  accesslog:\n    disabled: true\n")
+    server = dockyard_factory(config=config)
+    client = RegistryClient(server.url)
+    image = client.push_image("quiet/app", "v1")
+    for _ in range(3):
+        assert client.request("GET", "/v2/quiet/app/manifests/v1").content == image.body
+    assert client.request("GET", "/v2/quiet/app/manifests/nope").status_code == 404
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    counted = 'dockyard_http_requests_total{method="GET",route="manifest",status="%d"} %s'
+    assert counted % (200, "3.0") in metrics, metrics
+    assert counted % (404, "1.0") in metrics, metrics
+    sent = [line for line in metrics.splitlines() if line.startswith("dockyard_http_response_b")]
+    assert float(sent[0].split()[-1]) >= 3 * len(image.body)
+    assert server.requests() == []  # and no access-log line
+
+
 def test_retention_keeps_newest_and_recently_pulled_tags(
     tmp_path: Path, dockyard_factory: Callable[..., DockyardServer]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -67,3 +68,27 @@ def test_body_bytes_are_totals() -> None:
     samples = scrape(stats)
     assert samples["dockyard_http_request_bytes_total"] == {(): 100}
     assert samples["dockyard_http_response_bytes_total"] == {(): 10}
+
+
+def test_an_answered_request_is_counted_by_its_route_with_its_bytes() -> None:
+    stats = RequestStats()
+    stats.finished(make_mocked_request("GET", "/v2/team/app/manifests/v1"), 200, 527, 0.0004)
+    upload = make_mocked_request(
+        "PUT", "/v2/team/app/blobs/uploads/u-1?digest=x", headers={"Content-Length": "1000"}
+    )
+    stats.finished(upload, 201, 0, 0.003)
+    stats.finished(make_mocked_request("BREW", "/coffee"), 404, 19, 0.0001)
+    stats.finished(make_mocked_request("GET", "/v2/team/app/nothing"), 404, 80, 0.0001)
+    stats.finished(make_mocked_request("GET", "/healthz"), 200, 2, 0.0001)
+    samples = scrape(stats)
+    assert samples["dockyard_http_requests_total"] == {
+        (("method", "GET"), ("route", "manifest"), ("status", "200")): 1,
+        (("method", "PUT"), ("route", "upload"), ("status", "201")): 1,
+        (("method", "other"), ("route", "other"), ("status", "404")): 1,
+        (("method", "GET"), ("route", "unknown"), ("status", "404")): 1,
+        (("method", "GET"), ("route", "/healthz"), ("status", "200")): 1,
+    }
+    assert samples["dockyard_http_response_bytes_total"] == {(): 527 + 19 + 80 + 2}
+    assert samples["dockyard_http_request_bytes_total"] == {(): 1000}
+    key = (("method", "PUT"), ("route", "upload"))
+    assert samples["dockyard_http_request_duration_seconds_sum"][key] == 0.003

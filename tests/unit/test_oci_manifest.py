@@ -627,3 +627,32 @@ def test_valid_manifests_round_trip_their_references(
     assert [layer.digest for layer in manifest.layers] == [Digest.of(c) for c in layers]
     assert [layer.size for layer in manifest.layers] == [len(c) for c in layers]
     assert manifest.annotations == annotations
+
+
+@pytest.mark.parametrize(
+    ("lines", "media_type", "allowed"),
+    [
+        ([], mt.OCI_INDEX, True),  # a client that names nothing takes what is stored
+        (["application/json"], mt.OCI_INDEX, True),  # ... or names no manifest type
+        ([mt.OCI_MANIFEST, mt.DOCKER_MANIFEST], mt.OCI_MANIFEST, True),
+        ([mt.DOCKER_MANIFEST], mt.OCI_MANIFEST, False),
+        ([f"{mt.DOCKER_MANIFEST}, */*;q=0.1"], mt.OCI_INDEX, True),
+        ([f"{mt.DOCKER_MANIFEST};q=0.5", mt.OCI_INDEX.upper()], mt.OCI_INDEX, True),
+    ],
+)
+def test_acceptance_allows_a_manifest_the_client_takes(
+    lines: list[str], media_type: str, allowed: bool
+) -> None:
+    assert mt.acceptance(lines).allows(media_type) is allowed
+
+
+def test_acceptance_of_long_and_repeated_accept_lines() -> None:
+    # Lines too long to remember are parsed all the same; repeated ones give equal answers.
+    long = [f"application/x-{i}" for i in range(200)] + [mt.DOCKER_MANIFEST]
+    found = mt.acceptance([", ".join(long)])
+    assert found.types == tuple(long)
+    assert found.manifest_types == frozenset({mt.DOCKER_MANIFEST})
+    assert not found.allows(mt.OCI_MANIFEST)
+    short = [mt.OCI_MANIFEST, mt.OCI_INDEX]
+    assert mt.acceptance(short) == mt.acceptance(iter(short)) == mt.acceptance(tuple(short))
+    assert mt.acceptance(short).manifest_types == frozenset(short)

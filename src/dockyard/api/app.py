@@ -7,12 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from aiohttp import HttpVersion11, web
+from aiohttp.typedefs import Middleware
 
 from dockyard.api import base, blobs, discovery, manifests, uploads, usage
 from dockyard.api.auth import TOKEN_PATH, authenticate, token_endpoint
 from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
-from dockyard.api.metrics import METRICS, Metrics, measure, metrics_endpoint
-from dockyard.api.middleware import errors, standard_headers
+from dockyard.api.metrics import METRICS, Metrics, metrics_endpoint
+from dockyard.api.middleware import answers
 from dockyard.api.routing import Resource, Route, route_of
 from dockyard.auth.authenticator import Authenticator
 from dockyard.errors import MethodNotAllowedError, NotFoundError
@@ -79,17 +80,19 @@ def create_app(
     auth: Authenticator | None = None,
 ) -> web.Application:
     """The HTTP application over a registry (and the pull-through cache, if configured)."""
-    app = web.Application(
-        middlewares=[measure, errors, authenticate],
-        client_max_size=4 * 1024**2,
-    )
+    settings = settings or ApiSettings()
     # Its own threads, so cold pulls never queue pushes' writes on the default executor.
     readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="dockyard-readahead")
-    context = ApiContext(registry, settings or ApiSettings(), cache, maintenance, auth, readers)
+    context = ApiContext(registry, settings, cache, maintenance, auth, readers)
+    metrics = Metrics(context)
+    # Requests are counted by the runner's access-log hook (api.middleware.access_logger_for).
+    middlewares: list[Middleware] = [answers(settings.standard_headers)]
+    if auth is not None:
+        middlewares.append(authenticate)
+    app = web.Application(middlewares=middlewares, client_max_size=4 * 1024**2)
     app[CONTEXT] = context
+    app[METRICS] = metrics
     app.on_cleanup.append(partial(_shutdown, readers))
-    app.on_response_prepare.append(standard_headers)
-    app[METRICS] = Metrics(context)
     router = app.router
     router.add_route("*", "/v2", dispatch_base, expect_handler=expect)
     # `[\s\S]`, not `.`: a path with an encoded newline (%0A) must reach the API's 404 too.

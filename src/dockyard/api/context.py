@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from aiohttp import web
 
+from dockyard.api.responses import StandardHeaders
 from dockyard.auth.authenticator import Authenticator
 from dockyard.ops.maintenance import Maintenance
 from dockyard.proxy.cache import PullThroughCache
@@ -25,6 +27,11 @@ class ApiSettings:
     # A request body that sends nothing for this long is abandoned (the bytes so far stay).
     body_idle_timeout: float = 60.0
     cached_prefixes: tuple[str, ...] = ()
+
+    @cached_property
+    def standard_headers(self) -> StandardHeaders:
+        """What every response carries (the API version and `extra_headers`)."""
+        return StandardHeaders(self.extra_headers)
 
 
 @dataclass(frozen=True)

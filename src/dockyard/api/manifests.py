@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from dockyard.api.bodies import body_chunks
 from dockyard.api.context import context
@@ -19,36 +21,43 @@ from dockyard.api.routing import Route
 from dockyard.errors import ManifestTooLargeError, ManifestUnknownError, UnsupportedError
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.names import validate_name
+from dockyard.proxy.router import ProxyTarget
 from dockyard.registry.manifests import StoredManifest
 
 
-def _manifest_headers(digest: str, media_type: str) -> dict[str, str]:
-    return {
-        "Docker-Content-Digest": digest,
-        "Content-Type": media_type,
-        "ETag": f'"{digest}"',
-    }
+@lru_cache(maxsize=1024)
+def _manifest_headers(digest: str, media_type: str) -> tuple[tuple[str, str], ...]:
+    """The headers of a manifest's GET and HEAD (worked out once per manifest)."""
+    return (
+        ("Docker-Content-Digest", digest),
+        ("Content-Type", media_type),
+        ("ETag", f'"{digest}"'),
+    )
 
 
-async def _fetch(request: web.Request, name: str, reference: str) -> StoredManifest:
-    ctx = context(request)
-    target = cache_target(request, name)
-    if target is not None and ctx.cache is not None:
-        return await ctx.cache.manifest(target, reference, name)
+async def _fetch(
+    request: web.Request, name: str, reference: str, target: ProxyTarget | None
+) -> StoredManifest:
+    cache = context(request).cache
+    if target is not None and cache is not None:
+        return await cache.manifest(target, reference, name)
     return await local_manifest(request, name, reference)
 
 
-async def _negotiate(request: web.Request, name: str, manifest: StoredManifest) -> StoredManifest:
-    """Content negotiation over every `Accept:` line a client sent (merged).
+async def _negotiate(
+    request: web.Request,
+    name: str,
+    target: ProxyTarget | None,
+    manifest: StoredManifest,
+    accept: mt.Acceptance,
+) -> StoredManifest:
+    """Content negotiation over every `Accept:` line a client sent (merged), for a manifest
+    the client's Accept does not allow as it is (`Acceptance.allows`).
 
     Manifests are served exactly as pushed. Only a client that names manifest types but not
     this one is treated differently: for an index it gets the linux/amd64 child when it
     accepts that child's type (as Distribution does for old clients), otherwise 404.
     """
-    accepted = mt.parse_accept(request.headers.getall("Accept", []))
-    manifest_types = [a for a in accepted if a in mt.MANIFEST_TYPES]
-    if not manifest_types or manifest.media_type in accepted or "*/*" in accepted:
-        return manifest
     if manifest.media_type in mt.INDEXES:
         index = json.loads(manifest.content)
         for child in index.get("manifests", []):
@@ -56,12 +65,12 @@ async def _negotiate(request: web.Request, name: str, manifest: StoredManifest) 
             if (
                 platform.get("os") == "linux"
                 and platform.get("architecture") == "amd64"
-                and child.get("mediaType") in manifest_types
+                and child.get("mediaType") in accept.manifest_types
             ):
-                return await _fetch(request, name, child["digest"])
+                return await _fetch(request, name, child["digest"], target)
     raise ManifestUnknownError(
         f"the manifest is {manifest.media_type}, which the request's Accept header excludes",
-        detail={"accepted": accepted[:20], "mediaType": manifest.media_type},
+        detail={"accepted": list(accept.types[:20]), "mediaType": manifest.media_type},
     )
 
 
@@ -69,11 +78,15 @@ async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse
     """The manifest exactly as pushed, with its media type and digest."""
     name = validate_name(route.name)
     target = cache_target(request, name)
-    manifest = await _negotiate(request, name, await _fetch(request, name, route.argument))
-    headers = _manifest_headers(str(manifest.digest), manifest.media_type)
+    manifest = await _fetch(request, name, route.argument, target)
+    accept = mt.acceptance(request.headers.getall("Accept", ()))
+    if not accept.allows(manifest.media_type):
+        manifest = await _negotiate(request, name, target, manifest, accept)
+    digest = str(manifest.digest)
+    headers = CIMultiDict(_manifest_headers(digest, manifest.media_type))
     headers.update(namespace_headers(request, target))
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and headers["ETag"] in (v.strip() for v in if_none_match.split(",")):
+    if if_none_match and f'"{digest}"' in (v.strip() for v in if_none_match.split(",")):
         return web.Response(status=304, headers=headers)
     if request.method == "HEAD":
         return head_response(manifest.size, headers)

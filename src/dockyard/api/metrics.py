@@ -5,7 +5,6 @@ Each application has its own CollectorRegistry (no module-level metric state).
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
@@ -16,8 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from dockyard.api.context import ApiContext
-from dockyard.api.middleware import Handler
-from dockyard.api.routing import route_of
+from dockyard.api.routing import Resource, route_of
 from dockyard.metadata import ops_queries as oq
 from dockyard.proxy.cache import PullThroughCache
 
@@ -107,6 +105,20 @@ class StorageCollector(Collector):
                 )
 
 
+# Label values stay few: any other method (a client may send any token) counts as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LABELS = {resource: resource.value for resource in Resource}
+_OTHER_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _route_label(request: web.BaseRequest) -> str:
+    path = request.path
+    if path.startswith("/v2/") or path == "/v2":
+        route = route_of(request)
+        return _LABELS[route.resource] if route else "unknown"
+    return path if path in _OTHER_PATHS else "other"
+
+
 # Upper bounds (seconds) of the request duration histogram.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -138,6 +150,16 @@ class RequestStats(Collector):
         slots[bisect_left(self._bounds, seconds)] += 1
         slots[-1] += seconds
 
+    def finished(self, request: web.BaseRequest, status: int, sent: int, seconds: float) -> None:
+        """Count one answered request: `sent` body bytes, `seconds` from its arrival to the
+        last byte of its response (aiohttp's access-log hook calls this)."""
+        method = request.method
+        self.observe(
+            _route_label(request), method if method in _METHODS else "other", status, seconds
+        )
+        self.bytes_out += sent
+        self.bytes_in += request.content_length or 0
+
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
             "dockyard_http_requests",
@@ -149,7 +171,7 @@ class RequestStats(Collector):
         yield requests
         latency = HistogramMetricFamily(
             "dockyard_http_request_duration_seconds",
-            "Time to produce a response",
+            "Time from a request's arrival to the last byte of its response",
             labels=["route", "method"],
         )
         for (route, method), slots in sorted(self._durations.items()):
@@ -179,36 +201,6 @@ class Metrics:
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("dockyard_metrics", Metrics)
-# Label values stay few: any other method (a client may send any token) counts as "other".
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def _route_label(request: web.Request) -> str:
-    if request.path.startswith("/v2/") or request.path == "/v2":
-        route = route_of(request)
-        return route.resource.value if route else "unknown"
-    return request.path if request.path in ("/healthz", "/readyz", "/metrics") else "other"
-
-
-@web.middleware
-async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request."""
-    stats = request.app[METRICS].requests
-    started = time.perf_counter()
-    status = 499
-    route = _route_label(request)
-    method = request.method
-    try:
-        response = await handler(request)
-        status = response.status
-        if method != "HEAD":
-            stats.bytes_out += response.content_length or 0
-        stats.bytes_in += request.content_length or 0
-        return response
-    finally:
-        stats.observe(
-            route, method if method in _METHODS else "other", status, time.perf_counter() - started
-        )
 
 
 async def metrics_endpoint(request: web.Request) -> web.StreamResponse:

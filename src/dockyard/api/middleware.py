@@ -9,9 +9,10 @@ from typing import Protocol
 from aiohttp import ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 
-from dockyard.api.context import context
-from dockyard.api.responses import API_VERSION_HEADER, BODY_PROGRESS, error_response
+from dockyard.api.metrics import RequestStats
+from dockyard.api.responses import BODY_PROGRESS, StandardHeaders, error_response
 from dockyard.errors import (
     BlobUploadInvalidError,
     PayloadTooLargeError,
@@ -29,48 +30,50 @@ class InternalError(RegistryError):
     default_message = "internal server error"
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Translate registry errors into the spec's JSON body; never leak a traceback."""
-    try:
-        return await handler(request)
-    except RegistryError as exc:
-        return error_response(exc)
-    except ClientPayloadError as exc:
-        # The client stopped sending mid-body; it is usually gone, but answer anyway.
-        return error_response(BlobUploadInvalidError(f"incomplete request body: {exc}"))
-    except web.RequestPayloadError as exc:
-        # A body aiohttp cannot decode: a wrong Content-Encoding or chunked framing.
-        cause = exc.__cause__
-        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
-        return error_response(BlobUploadInvalidError(f"unreadable request body: {reason}"))
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(PayloadTooLargeError())
-    except (ConnectionResetError, BrokenPipeError):
-        transport = request.transport
-        if transport is not None and not transport.is_closing():
-            raise
-        # The client went away mid-body or mid-download: no server error, nobody to answer
-        # (aiohttp drops this response quietly), and no traceback for the log.
-        return error_response(BlobUploadInvalidError("the client closed the connection"))
-    except web.HTTPException:
-        raise
-    except Exception:
-        error_logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError())
+def answers(standard: StandardHeaders) -> Middleware:
+    """The middleware that gives every request an answer in the API's terms: registry errors
+    as the spec's JSON body, never a traceback, and the standard headers on every response.
 
+    A handler that prepares its response itself (a blob streamed while the cache downloads
+    it) applies the standard headers first; everything else gets them here.
+    """
 
-async def standard_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Headers every response carries: the API version and the configured `http.headers`
-    (`on_response_prepare`: also on the responses a handler starts sending itself, such as
-    a blob streamed while the cache downloads it)."""
-    headers = response.headers
-    headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
-    for name, value in context(request).settings.extra_headers:
-        if name.lower() == "server":  # in place of aiohttp's own
-            headers[name] = value
-        else:
-            headers.add(name, value)
+    @web.middleware
+    async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except RegistryError as exc:
+            response = error_response(exc)
+        except ClientPayloadError as exc:
+            # The client stopped sending mid-body; it is usually gone, but answer anyway.
+            response = error_response(BlobUploadInvalidError(f"incomplete request body: {exc}"))
+        except web.RequestPayloadError as exc:
+            # A body aiohttp cannot decode: a wrong Content-Encoding or chunked framing.
+            cause = exc.__cause__
+            reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+            response = error_response(BlobUploadInvalidError(f"unreadable request body: {reason}"))
+        except web.HTTPRequestEntityTooLarge:
+            response = error_response(PayloadTooLargeError())
+        except (ConnectionResetError, BrokenPipeError):
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                raise
+            # The client went away mid-body or mid-download: no server error, nobody to
+            # answer (aiohttp drops this response quietly), and no traceback for the log.
+            response = error_response(BlobUploadInvalidError("the client closed the connection"))
+        except web.HTTPException as exc:
+            # aiohttp's own answers (as aiohttp would render them), with the standard headers.
+            response = web.Response(
+                status=exc.status, reason=exc.reason, text=exc.text, headers=exc.headers
+            )
+        except Exception:
+            error_logger.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(InternalError())
+        if not response.prepared:
+            standard.apply(response.headers)
+        return response
+
+    return answer
 
 
 class _MalformedRequestFilter(logging.Filter):
@@ -120,27 +123,39 @@ class AccessSink(Protocol):
         """Record one finished request."""
 
 
-def access_logger_for(sink: AccessSink) -> type[AbstractAccessLogger]:
-    """aiohttp's access-logger hook, writing one structured line per request to `sink`."""
+def access_logger_for(
+    sink: AccessSink | None, stats: RequestStats | None = None
+) -> type[AbstractAccessLogger]:
+    """aiohttp's hook for every answered request: counted in `stats` (the request metrics)
+    and written as one structured line to `sink` (the access log), each when given.
+
+    aiohttp calls it once the response's last byte has gone out (or the client is gone),
+    with the time since the request arrived. Give the runner a logger even when the access
+    log is off: aiohttp calls the hook only when it has one.
+    """
 
     class AccessLogger(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
             method = request.method
-            progress = response.get(BODY_PROGRESS)
             if method == "HEAD":
                 size = 0
-            elif progress is not None:
+            elif isinstance(response, web.Response):  # a body in memory: it all went out
+                size = response.content_length or 0
+            elif (progress := response.get(BODY_PROGRESS)) is not None:
                 size = progress.sent  # a body cut short says how far it got
             else:
                 size = response.content_length or 0
-            sink.request(
-                method,
-                request.path_qs,
-                response.status,
-                size,
-                time,
-                request.remote,
-                request.headers.get("User-Agent", ""),
-            )
+            if stats is not None:
+                stats.finished(request, response.status, size, time)
+            if sink is not None:
+                sink.request(
+                    method,
+                    request.path_qs,
+                    response.status,
+                    size,
+                    time,
+                    request.remote,
+                    request.headers.get("User-Agent", ""),
+                )
 
     return AccessLogger

@@ -64,8 +64,7 @@ def refuse_writes_to_cache(request: web.Request, name: str) -> None:
 
 def namespace_headers(request: web.Request, target: ProxyTarget | None) -> dict[str, str]:
     """`OCI-Namespace` echoes the `ns` a request was routed by (spec: Registry Proxying)."""
-    ns = request.query.get("ns")
-    if target is not None and ns:
+    if target is not None and (ns := request.query.get("ns")):
         return {"OCI-Namespace": ns}
     return {}
 
@@ -108,6 +107,7 @@ async def stream_download(
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = download_size
     progress = response[BODY_PROGRESS] = Progress()
+    context(request).settings.standard_headers.apply(response.headers)
     try:
         await response.prepare(request)
         if request.method == "HEAD":
@@ -160,6 +160,7 @@ async def stream_passthrough(
         response = web.StreamResponse(status=status, headers=headers)
         if end is not None:
             response.content_length = end - start + 1
+        context(request).settings.standard_headers.apply(response.headers)
         await response.prepare(request)
         hasher = digest.hasher()
         offset = 0

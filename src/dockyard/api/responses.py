@@ -8,6 +8,8 @@ from typing import Any, BinaryIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.typedefs import LooseHeaders
+from multidict import CIMultiDict
 
 from dockyard.api.sendfile import Progress, send_file
 from dockyard.errors import RegistryError
@@ -16,6 +18,22 @@ API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 # The Progress of a body sent from a file, kept in the response's mapping: the access log
 # reports the bytes that went out rather than the Content-Length promised.
 BODY_PROGRESS: web.ResponseKey[Progress] = web.ResponseKey("dockyard_body_progress", Progress)
+
+
+class StandardHeaders:
+    """Headers every response carries: the API version and the configured `http.headers`
+    (a configured `Server` takes the place of aiohttp's own; others are added)."""
+
+    def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
+        self._set = (API_VERSION_HEADER, *((n, v) for n, v in extra if n.lower() == "server"))
+        self._add = tuple((n, v) for n, v in extra if n.lower() != "server")
+
+    def apply(self, headers: CIMultiDict[str]) -> None:
+        """Add them to a response's headers, before it is prepared."""
+        for name, value in self._set:
+            headers[name] = value
+        for name, value in self._add:
+            headers.add(name, value)
 
 
 def json_response(
@@ -39,7 +57,7 @@ def error_response(error: RegistryError) -> web.Response:
     )
 
 
-def head_response(length: int, headers: dict[str, str], status: int = 200) -> web.StreamResponse:
+def head_response(length: int, headers: LooseHeaders, status: int = 200) -> web.StreamResponse:
     """A body-less answer that still states the size of what a GET would return."""
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length

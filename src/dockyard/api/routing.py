@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -54,13 +55,20 @@ def match(tail: str) -> Route | None:
     return None
 
 
-_ROUTE: web.RequestKey[Route | None] = web.RequestKey("dockyard_route")
+# Paths up to this long have their route remembered: a node pulling the same tag, or many
+# nodes pulling the same blob, repeat the same path. Longer paths are matched every time.
+_REMEMBERED_PATH = 512
 
 
-def route_of(request: web.Request) -> Route | None:
-    """match() for a request's `/v2/...` path, worked out once per request (the metrics,
-    authentication and dispatch all need it)."""
-    if _ROUTE not in request:
-        path = request.path
-        request[_ROUTE] = match(path[4:] if path.startswith("/v2/") else "")
-    return request[_ROUTE]
+@lru_cache(maxsize=4096)
+def _remembered(path: str) -> Route | None:
+    return match(path[4:] if path.startswith("/v2/") else "")
+
+
+def route_of(request: web.BaseRequest) -> Route | None:
+    """match() for a request's `/v2/...` path (the metrics, authentication and dispatch all
+    need it; a Route is immutable, so one is shared by every request for its path)."""
+    path = request.path
+    if len(path) > _REMEMBERED_PATH:
+        return match(path[4:] if path.startswith("/v2/") else "")
+    return _remembered(path)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from dockyard.api import create_app
 from dockyard.api.context import ApiSettings
+from dockyard.api.metrics import METRICS
 from dockyard.api.middleware import access_logger_for, protocol_logger
 from dockyard.auth.authenticator import Authenticator, Challenge
 from dockyard.auth.htpasswd import HtpasswdFile
@@ -233,12 +234,13 @@ async def run_server(config: Config, worker_index: int | None = None) -> None:
     host, port = parse_addr(config.http.addr)
     access = AccessLogSink(config.log.formatter, log_fields(config, worker_index))
     access_logger = logging.getLogger("dockyard.access")
+    logging_access = not config.log.accesslog.disabled and access_logger.isEnabledFor(logging.INFO)
+    # The hook counts every request for the metrics, and writes the access log if it is on.
+    hook = access_logger_for(access if logging_access else None, app[METRICS].requests)
     runner = web.AppRunner(
         app,
-        access_log_class=access_logger_for(access),
-        access_log=access_logger
-        if not config.log.accesslog.disabled and access_logger.isEnabledFor(logging.INFO)
-        else None,
+        access_log_class=hook,
+        access_log=access_logger,
         shutdown_timeout=parse_duration(config.http.draintimeout),
         handle_signals=False,
         logger=protocol_logger,

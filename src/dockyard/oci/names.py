@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from dockyard.errors import NameInvalidError, TagInvalidError
 
@@ -16,7 +17,12 @@ MAX_NAME_LENGTH = 255
 
 def is_valid_name(name: str) -> bool:
     """True for a repository name that follows the spec's grammar (and length limit)."""
-    return bool(name) and len(name) <= MAX_NAME_LENGTH and bool(_NAME.fullmatch(name))
+    return bool(name) and len(name) <= MAX_NAME_LENGTH and _valid_name(name)
+
+
+@lru_cache(maxsize=4096)  # names repeat from request to request; each is at most 255 long
+def _valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
 
 
 def validate_name(name: str) -> str:
