@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import requests
 
+from dockyard.metadata.db import Database
+from dockyard.oci.mediatypes import OCI_MANIFEST
+from dockyard.registry.manifests import ManifestStore
 from tests.integration.support.client import Pushed, RegistryClient, sha256
 from tests.integration.support.server import DockyardServer, free_port, wait_http
 
@@ -291,6 +295,46 @@ def test_stalled_body_is_cut_off_and_resumable(
         sock.close()
     status = client.request("GET", location)
     assert status.headers["Range"] == "0-9"  # the bytes that arrived are kept
+
+
+def test_a_tag_moved_by_another_process_is_seen_by_the_next_request_under_load(
+    dockyard: DockyardServer,
+) -> None:
+    """The server keeps the manifests it reads while the metadata database is unchanged,
+    and when busy asks SQLite whether it changed once per turn of its event loop. A request
+    sent after another process moved a tag (here the test, through the database, as a
+    second worker or `dockyard gc` would) gets the new manifest, however busy the server."""
+    client = RegistryClient(dockyard.url)
+    images = [client.push_image("moved/app", f"v{i}") for i in range(2)]
+    url = f"{dockyard.url}/v2/moved/app/manifests/live"
+    client.push_manifest("moved/app", "live", images[0].body)
+    stop = threading.Event()
+
+    def busy() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                session.get(url, timeout=10)
+
+    load = [threading.Thread(target=busy) for _ in range(6)]
+    for thread in load:
+        thread.start()
+    db = Database(dockyard.root / "metadata.db")
+    store = ManifestStore(db, 4 * 1024 * 1024)
+    try:
+        with requests.Session() as session:
+            for i in range(1, 80):
+                image = images[i % 2]
+                asyncio.run(
+                    store.put("moved/app", "live", OCI_MANIFEST, image.body, check_references=False)
+                )
+                r = session.get(url, timeout=10)
+                assert r.status_code == 200
+                assert r.headers["Docker-Content-Digest"] == image.digest, f"move {i}"
+    finally:
+        stop.set()
+        for thread in load:
+            thread.join(15)
+        db.close()
 
 
 def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:

@@ -115,6 +115,35 @@ def test_generation_changes_with_another_connections_commit(db: Database, tmp_pa
     assert db.generation() != before
 
 
+def test_generation_asks_sqlite_once_per_turn_of_the_event_loop(
+    db: Database, tmp_path: Path
+) -> None:
+    """On a loop, another connection's commit is seen from the next turn on: a request that
+    arrives after it is handled in a later turn. Outside a loop, at once (see above)."""
+
+    def commit_elsewhere(name: str) -> None:
+        other = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+        try:
+            other.execute("INSERT INTO repositories (name, created) VALUES (?, 0)", (name,))
+        finally:
+            other.close()
+
+    async def run() -> None:
+        before = db.generation()
+        commit_elsewhere("a")
+        same_turn = db.generation()
+        await asyncio.sleep(0)
+        next_turn = db.generation()
+        assert next_turn != before
+        # Python 3.12+: aiohttp starts handlers eagerly, and every call asks SQLite.
+        assert (same_turn == before) is (sys.version_info < (3, 12))
+        # Writes of this Database are seen at once, whatever the turn.
+        await db.write(q.ensure_repository, "b")
+        assert db.generation() != next_turn
+
+    asyncio.run(run())
+
+
 def test_generation_changes_in_a_snapshot(db: Database) -> None:
     """A snapshot writes and reads on one connection, which data_version does not see."""
     copy = db.snapshot()

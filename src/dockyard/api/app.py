@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -13,7 +13,7 @@ from dockyard.api import base, blobs, discovery, manifests, uploads, usage
 from dockyard.api.auth import TOKEN_PATH, authenticate, token_endpoint
 from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
 from dockyard.api.metrics import METRICS, Metrics, metrics_endpoint
-from dockyard.api.middleware import answers
+from dockyard.api.middleware import Handler, answers
 from dockyard.api.routing import Resource, Route, route_of
 from dockyard.auth.authenticator import Authenticator
 from dockyard.errors import MethodNotAllowedError, NotFoundError
@@ -86,25 +86,42 @@ def create_app(
     context = ApiContext(registry, settings, cache, maintenance, auth, readers)
     metrics = Metrics(context)
     # Requests are counted by the runner's access-log hook (api.middleware.access_logger_for).
-    middlewares: list[Middleware] = [answers(settings.standard_headers)]
+    layers: list[Middleware] = [answers(settings.standard_headers)]
     if auth is not None:
-        middlewares.append(authenticate)
-    app = web.Application(middlewares=middlewares, client_max_size=4 * 1024**2)
+        layers.append(authenticate)
+    app = web.Application(client_max_size=4 * 1024**2)
     app[CONTEXT] = context
     app[METRICS] = metrics
     app.on_cleanup.append(partial(_shutdown, readers))
+
+    def add(path: str, handler: Handler, *methods: str) -> None:
+        handler = layered(handler, layers)
+        for method in methods:
+            router.add_route(method, path, handler, expect_handler=expect)
+
     router = app.router
-    router.add_route("*", "/v2", dispatch_base, expect_handler=expect)
+    add("/v2", dispatch_base, "*")
     # `[\s\S]`, not `.`: a path with an encoded newline (%0A) must reach the API's 404 too.
-    router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch, expect_handler=expect)
-    router.add_get("/healthz", base.healthz, expect_handler=expect)
-    router.add_get("/readyz", base.readyz, expect_handler=expect)
-    router.add_get("/metrics", metrics_endpoint, expect_handler=expect)
-    router.add_get("/dockyard/api/v1/usage", usage.usage_endpoint, expect_handler=expect)
-    router.add_route("GET", TOKEN_PATH, token_endpoint, expect_handler=expect)
-    router.add_route("POST", TOKEN_PATH, token_endpoint, expect_handler=expect)
-    router.add_route("*", r"/{tail:[\s\S]*}", not_found, expect_handler=expect)
+    add(r"/v2/{tail:[\s\S]*}", dispatch, "*")
+    add("/healthz", base.healthz, "GET", "HEAD")
+    add("/readyz", base.readyz, "GET", "HEAD")
+    add("/metrics", metrics_endpoint, "GET", "HEAD")
+    add("/dockyard/api/v1/usage", usage.usage_endpoint, "GET", "HEAD")
+    add(TOKEN_PATH, token_endpoint, "GET", "POST")
+    add(r"/{tail:[\s\S]*}", not_found, "*")
     return app
+
+
+def layered(handler: Handler, layers: Sequence[Middleware]) -> Handler:
+    """`handler` inside middleware-style `layers`, the first outermost, composed once here.
+
+    The same as the application's middlewares, without the layer aiohttp adds to every
+    request of an application that has any (it sets `request.app` for sub-applications,
+    which this application has none of).
+    """
+    for layer in reversed(layers):
+        handler = partial(layer, handler=handler)
+    return handler
 
 
 async def _shutdown(executor: ThreadPoolExecutor, app: web.Application) -> None:

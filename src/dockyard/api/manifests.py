@@ -6,7 +6,6 @@ import json
 from functools import lru_cache
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from dockyard.api.bodies import body_chunks
 from dockyard.api.context import context
@@ -83,8 +82,9 @@ async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse
     if not accept.allows(manifest.media_type):
         manifest = await _negotiate(request, name, target, manifest, accept)
     digest = str(manifest.digest)
-    headers = CIMultiDict(_manifest_headers(digest, manifest.media_type))
-    headers.update(namespace_headers(request, target))
+    headers = _manifest_headers(digest, manifest.media_type)
+    if target is not None:
+        headers += tuple(namespace_headers(request, target).items())
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and f'"{digest}"' in (v.strip() for v in if_none_match.split(",")):
         return web.Response(status=304, headers=headers)

@@ -139,7 +139,7 @@ def access_logger_for(
             method = request.method
             if method == "HEAD":
                 size = 0
-            elif isinstance(response, web.Response):  # a body in memory: it all went out
+            elif type(response) is web.Response:  # a body in memory: it all went out
                 size = response.content_length or 0
             elif (progress := response.get(BODY_PROGRESS)) is not None:
                 size = progress.sent  # a body cut short says how far it got

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,17 @@ from dockyard.metadata.schema import migrate
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+# Whether aiohttp queues each request handler's first step (see Database.generation).
+_HANDLERS_QUEUED = sys.version_info < (3, 12)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread, or no loop
+        return None
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 300) -> None:
@@ -57,6 +69,8 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db")
         self._closed = False
         self._commits = 0
+        self._version: int | None = None  # PRAGMA data_version, while kept (generation)
+        self._version_loop: asyncio.AbstractEventLoop | None = None
 
     def snapshot(self) -> Database:
         """A private in-memory copy: dry runs apply the real algorithm to it."""
@@ -70,14 +84,36 @@ class Database:
         copy._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-db-copy")
         copy._closed = False
         copy._commits = 0
+        copy._version = copy._version_loop = None
         return copy
 
     def generation(self) -> tuple[int, int]:
         """Changes whenever anything may have been committed since the last call: by this
         object's writer, or by any other connection (another worker process, `dockyard gc`).
-        Memoised reads compare it to decide whether they are still current."""
-        (version,) = self._reader_conn.execute("PRAGMA data_version").fetchone()
+        Memoised reads compare it to decide whether they are still current.
+
+        Other connections' commits are seen through SQLite's `PRAGMA data_version`. On an
+        event loop, the value read is kept until the callbacks queued so far have run: many
+        small requests handled in one turn of the loop then cost one query. That is safe
+        because aiohttp starts each request's handler in a task of its own, queued once the
+        request has arrived. A handler that runs before the value is forgotten was queued
+        before it was read, so its request had arrived: a commit made before its client sent
+        it is seen all the same. A request that arrives later is handled after the value is
+        forgotten. From Python 3.12 aiohttp starts handlers eagerly, inside the callback that
+        takes the request from the connection's queue; that callback may have been queued
+        before a pipelined request arrived, so there every call asks SQLite.
+        """
+        version = self._version
+        if version is None or self._version_loop is not _running_loop():
+            (version,) = self._reader_conn.execute("PRAGMA data_version").fetchone()
+            loop = _running_loop() if _HANDLERS_QUEUED else None
+            if loop is not None:
+                self._version, self._version_loop = version, loop
+                loop.call_soon(self._forget_version)
         return version, self._commits
+
+    def _forget_version(self) -> None:
+        self._version = self._version_loop = None
 
     def read_sync(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
