@@ -12,6 +12,7 @@ from dockyard.api.context import context
 from dockyard.api.proxying import (
     cache_target,
     local_manifest,
+    namespace,
     namespace_headers,
     refuse_writes_to_cache,
 )
@@ -37,10 +38,10 @@ def _manifest_headers(digest: str, media_type: str) -> tuple[tuple[str, str], ..
 async def _fetch(
     request: web.Request, name: str, reference: str, target: ProxyTarget | None
 ) -> StoredManifest:
-    cache = context(request).cache
-    if target is not None and cache is not None:
-        return await cache.manifest(target, reference, name)
-    return await local_manifest(request, name, reference)
+    ctx = context(request)
+    if target is not None and ctx.cache is not None:
+        return await ctx.cache.manifest(target, reference, name)
+    return await local_manifest(ctx.registry.manifests, namespace(request), name, reference)
 
 
 async def _negotiate(

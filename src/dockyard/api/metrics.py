@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from functools import lru_cache
 from itertools import accumulate
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from dockyard.api.context import ApiContext
-from dockyard.api.routing import Resource, route_of
+from dockyard.api.routing import Resource, route_of_path
 from dockyard.metadata import ops_queries as oq
 from dockyard.proxy.cache import PullThroughCache
 
@@ -109,14 +110,22 @@ class StorageCollector(Collector):
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LABELS = {resource: resource.value for resource in Resource}
 _OTHER_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_REMEMBERED_PATH = 512
 
 
 def _route_label(request: web.BaseRequest) -> str:
     path = request.path
+    return _remembered_label(path) if len(path) <= _REMEMBERED_PATH else _label(path)
+
+
+def _label(path: str) -> str:
     if path.startswith("/v2/") or path == "/v2":
-        route = route_of(request)
+        route = route_of_path(path)
         return _LABELS[route.resource] if route else "unknown"
     return path if path in _OTHER_PATHS else "other"
+
+
+_remembered_label = lru_cache(maxsize=4096)(_label)
 
 
 # Upper bounds (seconds) of the request duration histogram.
@@ -134,19 +143,16 @@ class RequestStats(Collector):
     def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
         self._bounds = buckets
         self._edges = [repr(float(b)) for b in buckets] + ["+Inf"]  # the `le` labels
-        self._counts: dict[tuple[str, str, int], int] = {}
-        # (route, method) -> [per-bucket counts..., +Inf bucket, sum of seconds]
-        self._durations: dict[tuple[str, str], list[float]] = {}
+        # (route, method, status) -> [per-bucket counts..., +Inf bucket, sum of seconds]
+        self._series: dict[tuple[str, str, int], list[float]] = {}
         self.bytes_in = 0
         self.bytes_out = 0
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its duration."""
-        key = (route, method, status)
-        self._counts[key] = self._counts.get(key, 0) + 1
-        slots = self._durations.get((route, method))
+        slots = self._series.get((route, method, status))
         if slots is None:
-            slots = self._durations[(route, method)] = [0] * (len(self._bounds) + 2)
+            slots = self._series[(route, method, status)] = [0] * (len(self._bounds) + 2)
         slots[bisect_left(self._bounds, seconds)] += 1
         slots[-1] += seconds
 
@@ -166,15 +172,20 @@ class RequestStats(Collector):
             "HTTP requests by route, method and status",
             labels=["route", "method", "status"],
         )
-        for (route, method, status), count in sorted(self._counts.items()):
-            requests.add_metric([route, method, str(status)], count)
+        # The histogram is by route and method: the series of each status add up.
+        durations: dict[tuple[str, str], list[float]] = {}
+        for (route, method, status), slots in sorted(self._series.items()):
+            requests.add_metric([route, method, str(status)], sum(slots[:-1]))
+            total = durations.setdefault((route, method), [0] * len(slots))
+            for i, value in enumerate(slots):
+                total[i] += value
         yield requests
         latency = HistogramMetricFamily(
             "dockyard_http_request_duration_seconds",
             "Time from a request's arrival to the last byte of its response",
             labels=["route", "method"],
         )
-        for (route, method), slots in sorted(self._durations.items()):
+        for (route, method), slots in durations.items():
             cumulative = list(accumulate(slots[:-1]))
             latency.add_metric(
                 [route, method], list(zip(self._edges, cumulative, strict=True)), slots[-1]

@@ -150,7 +150,7 @@ def access_logger_for(
             if sink is not None:
                 sink.request(
                     method,
-                    request.path_qs,
+                    request.raw_path,
                     response.status,
                     size,
                     time,

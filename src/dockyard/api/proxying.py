@@ -16,7 +16,13 @@ from dockyard.proxy.cache import PassThrough
 from dockyard.proxy.fetcher import READ_CHUNK, Download
 from dockyard.proxy.router import ProxyTarget, imported_repository
 from dockyard.registry.blobs import LocalBlobStore
-from dockyard.registry.manifests import StoredManifest
+from dockyard.registry.manifests import ManifestStore, StoredManifest
+
+
+def namespace(request: web.Request) -> str | None:
+    """The `ns` query parameter containerd sends with the registry a request is for."""
+    # The query is parsed only when there is one: most requests have none.
+    return request.query.get("ns") if request.query_string else None
 
 
 def cache_target(request: web.Request, name: str) -> ProxyTarget | None:
@@ -24,13 +30,14 @@ def cache_target(request: web.Request, name: str) -> ProxyTarget | None:
     cache = context(request).cache
     if cache is None:
         return None
-    return cache.route(name, request.query.get("ns"))
+    return cache.route(name, namespace(request))
 
 
-async def local_manifest(request: web.Request, name: str, reference: str) -> StoredManifest:
+async def local_manifest(
+    manifests: ManifestStore, ns: str | None, name: str, reference: str
+) -> StoredManifest:
     """A manifest of a request no upstream takes: from `<ns>/<name>` (imported), then `name`."""
-    manifests = context(request).registry.manifests
-    imported = imported_repository(name, request.query.get("ns"))
+    imported = imported_repository(name, ns)
     if imported is not None:
         try:
             return await manifests.get(imported, reference)
@@ -41,7 +48,7 @@ async def local_manifest(request: web.Request, name: str, reference: str) -> Sto
 
 async def local_blob_repository(request: web.Request, name: str, digest: Digest) -> str:
     """The local repository a blob request no upstream takes reads from (as for manifests)."""
-    imported = imported_repository(name, request.query.get("ns"))
+    imported = imported_repository(name, namespace(request))
     if imported is not None:
         try:
             await context(request).registry.blobs.stat(imported, digest)
@@ -64,7 +71,7 @@ def refuse_writes_to_cache(request: web.Request, name: str) -> None:
 
 def namespace_headers(request: web.Request, target: ProxyTarget | None) -> dict[str, str]:
     """`OCI-Namespace` echoes the `ns` a request was routed by (spec: Registry Proxying)."""
-    if target is not None and (ns := request.query.get("ns")):
+    if target is not None and (ns := namespace(request)):
         return {"OCI-Namespace": ns}
     return {}
 

@@ -25,15 +25,12 @@ class StandardHeaders:
     (a configured `Server` takes the place of aiohttp's own; others are added)."""
 
     def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
-        self._set = (API_VERSION_HEADER, *((n, v) for n, v in extra if n.lower() == "server"))
-        self._add = tuple((n, v) for n, v in extra if n.lower() != "server")
+        self._pairs = (API_VERSION_HEADER, *extra)
 
     def apply(self, headers: CIMultiDict[str]) -> None:
-        """Add them to a response's headers, before it is prepared."""
-        for name, value in self._set:
-            headers[name] = value
-        for name, value in self._add:
-            headers.add(name, value)
+        """Add them to a response's headers, before it is prepared (aiohttp adds its own
+        `Server` only to a response that has none)."""
+        headers.extend(self._pairs)
 
 
 def json_response(

@@ -60,15 +60,19 @@ def match(tail: str) -> Route | None:
 _REMEMBERED_PATH = 512
 
 
+def route_of_path(path: str) -> Route | None:
+    """match() for a request path (`/v2/...`; any other path is BASE)."""
+    if len(path) > _REMEMBERED_PATH:
+        return match(path[4:] if path.startswith("/v2/") else "")
+    return _remembered(path)
+
+
 @lru_cache(maxsize=4096)
 def _remembered(path: str) -> Route | None:
     return match(path[4:] if path.startswith("/v2/") else "")
 
 
 def route_of(request: web.BaseRequest) -> Route | None:
-    """match() for a request's `/v2/...` path (the metrics, authentication and dispatch all
-    need it; a Route is immutable, so one is shared by every request for its path)."""
-    path = request.path
-    if len(path) > _REMEMBERED_PATH:
-        return match(path[4:] if path.startswith("/v2/") else "")
-    return _remembered(path)
+    """The route of a request (the metrics, authentication and dispatch all need it; a
+    Route is immutable, so one is shared by every request for its path)."""
+    return route_of_path(request.path)

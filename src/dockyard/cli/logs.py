@@ -9,6 +9,7 @@ import queue
 import sys
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -93,6 +94,11 @@ def configure_logging(
     return listener
 
 
+@lru_cache(maxsize=4)
+def _second_stamp(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 class AccessLogSink:
     """Access-log lines built cheaply on the event loop and handed over in batches.
 
@@ -108,17 +114,18 @@ class AccessLogSink:
             f", {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in static_fields.items()
         )
         self._lines: list[str] = []
-        self._seen: dict[str | None, str] = {}
+        self._seen: dict[tuple[str, str | None, str], tuple[str, str, str]] = {}
         self._second = -1
-        self._stamp = ""
+        self._head = ""  # of a JSON line, up to the milliseconds of `_second`
+        self._middle = (
+            '", "level": "info", "logger": "dockyard.access", "msg": "request"'
+            f'{self._static_json}, "method": '
+        )
         self._logger = logging.getLogger("dockyard.access")
 
     def _time(self, now: float) -> str:
         second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        return f"{_second_stamp(second)}.{int((now - second) * 1000):03d}Z"
 
     def request(
         self,
@@ -131,8 +138,8 @@ class AccessLogSink:
         user_agent: str,
     ) -> None:
         now = time.time()
-        duration = round(seconds * 1000, 3)
         if self._text:
+            duration = round(seconds * 1000, 3)
             fields = {
                 **self._static,
                 "method": method,
@@ -146,24 +153,32 @@ class AccessLogSink:
             pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
             self._lines.append(f"{self._time(now)} info dockyard.access: request {pairs}")
             return
-        quoted = self._quoted
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._head = f'{{"time": "{_second_stamp(second)}.'
+        client = self._seen.get((method, remote, user_agent))
+        if client is None:
+            client = self._client(method, remote, user_agent)
+        quoted_method, quoted_remote, quoted_agent = client
         self._lines.append(
-            f'{{"time": "{self._time(now)}", "level": "info", "logger": "dockyard.access", '
-            f'"msg": "request"{self._static_json}, "method": {quoted(method)}, '
+            f"{self._head}{int((now - second) * 1000):03d}Z{self._middle}{quoted_method}, "
             f'"path": {_json_string(path)}, "status": {status}, "bytes": {size}, '
-            f'"duration_ms": {duration}, "remote": {quoted(remote)}, '
-            f'"user_agent": {quoted(user_agent)}}}'
+            f'"duration_ms": {seconds * 1000:.3f}, "remote": {quoted_remote}, '
+            f'"user_agent": {quoted_agent}}}'
         )
 
-    def _quoted(self, value: str | None) -> str:
-        """The JSON of a value that repeats from request to request (method, client address,
-        user agent), worked out once."""
-        found = self._seen.get(value)
-        if found is None:
-            if len(self._seen) >= _SEEN_MAX:
-                self._seen.clear()
-            found = self._seen[value] = "null" if value is None else _json_string(value)
-        return found
+    def _client(self, method: str, remote: str | None, user_agent: str) -> tuple[str, str, str]:
+        """The JSON of the values that repeat from request to request (method, client
+        address, user agent), worked out once for each combination."""
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        client = self._seen[(method, remote, user_agent)] = (
+            _json_string(method),
+            "null" if remote is None else _json_string(remote),
+            _json_string(user_agent),
+        )
+        return client
 
     def flush(self) -> None:
         """Hand the lines gathered so far to the log writer."""
