@@ -7,6 +7,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from dockyard.errors import (
 from dockyard.metadata import Database
 from dockyard.oci.digest import Digest
 from dockyard.registry.blobs import LocalBlobStore
+from dockyard.registry.paths import upload_key
 from dockyard.registry.uploads import WRITE_BATCH, UploadManager
 from dockyard.storage import FilesystemDriver
 from dockyard.storage.filesystem import FileAppendWriter
@@ -62,7 +64,7 @@ async def _append_with(
     """Open a session and append `data` while the staging writes go to `write`, which must
     make the append fail with `error`; returns the session's id."""
     status = await manager.start(REPO)
-    monkeypatch.setattr(FileAppendWriter, "write", write)
+    monkeypatch.setattr(FileAppendWriter, "write_all", write)
     with pytest.raises(error):
         await manager.append(REPO, status.id, _body(data))
     monkeypatch.undo()
@@ -93,19 +95,20 @@ def test_a_failed_write_is_resumed_from_the_disk_with_a_true_hash(
 ) -> None:
     manager, _, blobs = parts
     data = os.urandom(3 * WRITE_BATCH + 999)
-    real_write = FileAppendWriter.write
+    real_write = FileAppendWriter.write_all
     calls = 0
 
-    def failing_second_write(self: FileAppendWriter, chunk: Any) -> None:
+    def failing_second_write(self: FileAppendWriter, batch: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             # None or half of the batch reaches the disk, then the device fails; the hash,
             # running alongside, may already have taken the whole batch.
             if reached_disk:
-                real_write(self, bytes(chunk[: len(chunk) // reached_disk]))
+                data = b"".join(batch)
+                real_write(self, [data[: len(data) // reached_disk]])
             raise OSError(errno.EIO, "I/O error")
-        real_write(self, chunk)
+        real_write(self, batch)
 
     async def run() -> None:
         upload = await _append_with(manager, monkeypatch, failing_second_write, data, OSError)
@@ -159,5 +162,53 @@ def test_a_full_disk_discards_the_session(
         assert list(driver.list("uploads")) == []
         with pytest.raises(BlobUploadUnknownError):
             await manager.status(REPO, upload)
+
+    asyncio.run(run())
+
+
+class _GatedHasher:
+    """sha256 whose updates wait for a gate: a hash still catching up with the disk."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self._gate = gate
+        self._hasher = hashlib.sha256()
+        self.name = self._hasher.name
+
+    def update(self, data: bytes) -> None:
+        assert self._gate.wait(30)
+        self._hasher.update(data)
+
+    def copy(self) -> Any:
+        return self._hasher.copy()
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+
+def test_a_chunk_is_answered_while_its_hash_catches_up(
+    parts: tuple[UploadManager, FilesystemDriver, LocalBlobStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager, driver, blobs = parts
+    first, last = os.urandom(2 * WRITE_BATCH + 7), os.urandom(WRITE_BATCH // 3)
+    gate = threading.Event()
+    monkeypatch.setattr(manager, "_rehash", lambda key, algorithm: _GatedHasher(gate))
+
+    async def run() -> None:
+        status = await manager.start(REPO)
+        # The chunk's bytes are on disk, and its answer goes out, with the hash held back.
+        appended = await manager.append(REPO, status.id, _body(first))
+        assert appended.offset == len(first)
+        assert driver.staged_size(upload_key(status.id)) == len(first)
+        # The next chunk waits for that hash: it must extend it, not start beside it.
+        finishing = asyncio.create_task(
+            manager.finish(REPO, status.id, _digest(first + last), _body(last))
+        )
+        await asyncio.sleep(0.2)
+        assert not finishing.done()
+        gate.set()
+        assert await finishing == len(first + last)
+        with blobs.open_committed(_digest(first + last)) as f:
+            assert f.read() == first + last
 
     asyncio.run(run())

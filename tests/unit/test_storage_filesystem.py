@@ -196,6 +196,58 @@ def test_partial_os_writes_are_retried(
     assert b"".join(driver.read_staged(STAGING_KEY, 100)) == b"abcde"
 
 
+def test_write_all_appends_buffers_in_order_through_partial_writes(
+    driver: FilesystemDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage(driver, STAGING_KEY, b"start-")
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def three_bytes_at_a_time(fd: int, buffers: Any) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        calls.append(len(data))
+        return real_writev(fd, [data[:3]])
+
+    writer = driver.open_append(STAGING_KEY)
+    monkeypatch.setattr(os, "writev", three_bytes_at_a_time)
+    writer.write_all([b"ab", b"", bytearray(b"cdefg"), memoryview(b"hij")])
+    monkeypatch.undo()
+    writer.write_all([])
+    writer.close()
+    assert calls == [10, 7, 4, 1]  # each call resumes inside the buffer it stopped in
+    assert writer.size == 16
+    assert b"".join(driver.read_staged(STAGING_KEY, 100)) == b"start-abcdefghij"
+
+
+def test_write_all_of_many_buffers(driver: FilesystemDriver) -> None:
+    buffers = [bytes([i % 256]) * (i % 7) for i in range(3000)]  # more than one writev takes
+    writer = driver.open_append(STAGING_KEY)
+    writer.write_all(buffers)
+    writer.close()
+    assert b"".join(driver.read_staged(STAGING_KEY, 1 << 20)) == b"".join(buffers)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_write_all_errors(
+    driver: FilesystemDriver, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    writer = driver.open_append(STAGING_KEY)
+
+    def failing(fd: int, buffers: Any) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "writev", failing)
+    with pytest.raises((OSError, StorageFullError)) as info:
+        writer.write_all([b"data"])
+    monkeypatch.undo()
+    writer.close()
+    if code == errno.EIO:  # not a full device: the error as it came
+        assert isinstance(info.value, OSError) and info.value.errno == errno.EIO
+    else:
+        assert isinstance(info.value, StorageFullError) and info.value.status == 507
+        assert isinstance(info.value.__cause__, OSError)
+
+
 # -- write-behind -------------------------------------------------------------------
 
 W = filesystem.WINDOW

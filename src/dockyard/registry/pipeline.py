@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class OrderedWriter:
-    def __init__(self, write: Callable[[bytearray], None], depth: int = 4) -> None:
+class OrderedWriter(Generic[T]):
+    def __init__(self, write: Callable[[T], None], depth: int = 4) -> None:
         self._write = write
         self._slots = asyncio.Semaphore(depth)
         self._last: asyncio.Task[None] | None = None
 
-    async def _run(self, previous: asyncio.Task[None] | None, data: bytearray) -> None:
+    async def _run(self, previous: asyncio.Task[None] | None, data: T) -> None:
         try:
             if previous is not None:
                 await previous  # in order; a failed write stops every later one
@@ -25,7 +28,7 @@ class OrderedWriter:
         finally:
             self._slots.release()
 
-    async def submit(self, data: bytearray) -> None:
+    async def submit(self, data: T) -> None:
         """Queue a write; waits while `depth` are in flight, raises an earlier write's error."""
         last = self._last
         if last is not None and last.done():

@@ -6,7 +6,7 @@ Every method is synchronous and may block on I/O: callers run them in a worker t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -31,6 +31,9 @@ class AppendWriter(Protocol):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes."""
+
+    def write_all(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Append several buffers in order (one call to the store where it can)."""
 
     def close(self) -> None:
         """Release the handle; the partial object stays for a later resume."""
