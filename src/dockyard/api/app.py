@@ -93,13 +93,13 @@ def create_app(
     app[CONTEXT] = context
     app[METRICS] = metrics
     app.on_cleanup.append(partial(_shutdown, readers))
+    router = app.router
 
     def add(path: str, handler: Handler, *methods: str) -> None:
         handler = layered(handler, layers)
         for method in methods:
             router.add_route(method, path, handler, expect_handler=expect)
 
-    router = app.router
     add("/v2", dispatch_base, "*")
     # `[\s\S]`, not `.`: a path with an encoded newline (%0A) must reach the API's 404 too.
     add(r"/v2/{tail:[\s\S]*}", dispatch, "*")

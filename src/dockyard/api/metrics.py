@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from functools import lru_cache
 from itertools import accumulate
 
 from aiohttp import web
@@ -110,22 +109,14 @@ class StorageCollector(Collector):
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LABELS = {resource: resource.value for resource in Resource}
 _OTHER_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_REMEMBERED_PATH = 512
 
 
 def _route_label(request: web.BaseRequest) -> str:
     path = request.path
-    return _remembered_label(path) if len(path) <= _REMEMBERED_PATH else _label(path)
-
-
-def _label(path: str) -> str:
     if path.startswith("/v2/") or path == "/v2":
-        route = route_of_path(path)
+        route = route_of_path(path)  # remembered per path, like dispatch's
         return _LABELS[route.resource] if route else "unknown"
     return path if path in _OTHER_PATHS else "other"
-
-
-_remembered_label = lru_cache(maxsize=4096)(_label)
 
 
 # Upper bounds (seconds) of the request duration histogram.

@@ -98,7 +98,8 @@ async def stream_download(
 ) -> web.StreamResponse:
     """Serve a blob while it downloads: sendfile each stretch already on disk, then wait."""
     await download.wait_started()
-    cache = context(request).cache
+    ctx = context(request)
+    cache = ctx.cache
     assert cache is not None
     blobs = cache.registry.blobs
     if download.size is None:
@@ -114,7 +115,7 @@ async def stream_download(
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = download_size
     progress = response[BODY_PROGRESS] = Progress()
-    context(request).settings.standard_headers.apply(response.headers)
+    ctx.settings.standard_headers.apply(response.headers)
     try:
         await response.prepare(request)
         if request.method == "HEAD":
@@ -136,9 +137,7 @@ async def stream_download(
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             if limit > sent:
-                await send_file(
-                    transport, fobj, sent, limit - sent, progress, context(request).readers
-                )
+                await send_file(transport, fobj, sent, limit - sent, progress, ctx.readers)
         await response.write_eof()
         return response
     finally:

@@ -62,14 +62,14 @@ _REMEMBERED_PATH = 512
 
 def route_of_path(path: str) -> Route | None:
     """match() for a request path (`/v2/...`; any other path is BASE)."""
-    if len(path) > _REMEMBERED_PATH:
-        return match(path[4:] if path.startswith("/v2/") else "")
-    return _remembered(path)
+    return _route(path) if len(path) > _REMEMBERED_PATH else _remembered(path)
 
 
-@lru_cache(maxsize=4096)
-def _remembered(path: str) -> Route | None:
+def _route(path: str) -> Route | None:
     return match(path[4:] if path.startswith("/v2/") else "")
+
+
+_remembered = lru_cache(maxsize=4096)(_route)
 
 
 def route_of(request: web.BaseRequest) -> Route | None:
