@@ -3,7 +3,8 @@
 # (the tests run without a network): a stand-in for the python:3.11-slim base image, made
 # from Debian 12's own Python with mmdebstrap, and a wheelhouse with Dockyard's dependencies
 # and build backend. Run as root with the package registries reachable; scripts/test.sh
-# calls it. Writes .cache/containerfile/{base.tar,wheels/}; does nothing if they exist.
+# calls it. Writes .cache/containerfile/{base.tar,wheels/}; does nothing if they exist
+# (the wheelhouse is made again when pyproject.toml, and so the dependencies, changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,11 +26,12 @@ if [ ! -s "$OUT/base.tar" ]; then
   mv "$OUT/base.part.tar" "$OUT/base.tar"
 fi
 
-if [ ! -f "$OUT/wheels/.complete" ]; then
+deps=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$OUT/wheels/.complete" 2>/dev/null)" != "$deps" ]; then
   rm -rf "$OUT/wheels"
   PY=.venv/bin/python
   "$PY" -m pip wheel -q --wheel-dir "$OUT/wheels" .
   rm -f "$OUT"/wheels/dockyard-*.whl  # the image builds Dockyard itself, from the sources
   "$PY" -m pip download -q --only-binary=:all: --dest "$OUT/wheels" "setuptools>=77" wheel
-  touch "$OUT/wheels/.complete"
+  echo "$deps" > "$OUT/wheels/.complete"
 fi

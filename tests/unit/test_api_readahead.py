@@ -346,8 +346,11 @@ def test_a_cold_body_arrives_intact_over_a_socket(
         received = bytearray()
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            async def unused(_: bytes) -> None:  # only TLS bodies are written, not sent
+                raise AssertionError("a plain TCP body was copied")
+
             with path.open("rb") as f:
-                await sendfile.send_file(writer.transport, f, 0, len(data))  # type: ignore[arg-type]
+                await sendfile.send_file(writer.transport, unused, f, 0, len(data))  # type: ignore[arg-type]
             writer.close()
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -366,6 +369,9 @@ def test_a_cold_body_arrives_intact_over_a_socket(
         # Read ahead, in order, each chunk at most once (the kernel's own read-ahead
         # behind those reads may already have brought in the ones it skips).
         assert reads and reads == sorted(set(reads))
+        # The stream reads its first piece itself; the read-ahead starts right after it,
+        # not at the start of the file (see dockyard.api.sendfile._pieces).
+        assert reads[0] == sendfile.PIECE
 
 
 def test_the_app_reads_cold_blobs_ahead_on_its_own_threads(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from dockyard.api import sendfile
@@ -22,6 +23,15 @@ from dockyard.api.responses import SendfileResponse
 from dockyard.auth.pki import create_ca, issue_server_certificate, parse_hosts
 
 SIZE = 3 * (1 << 20) + 12345
+
+
+Run = Callable[[Awaitable[Any]], Any]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run_on(request: pytest.FixtureRequest) -> Run:
+    """Runs a coroutine on asyncio's own loop (tests, other commands) or on uvloop (serve)."""
+    return asyncio.run if request.param == "asyncio" else uvloop.run  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -85,12 +95,21 @@ class _Sink:
 
 @asynccontextmanager
 async def _server(
-    path: Path, ssl_context: ssl.SSLContext | None = None
+    path: Path, ssl_context: ssl.SSLContext | None = None, copied: bytes = b""
 ) -> AsyncIterator[tuple[int, list[BaseException | None], list[tuple[int, int]]]]:
     seen: list[BaseException | None] = []
     sink = _Sink()
     app = web.Application()
     app.router.add_get("/blob", _handler(path, seen))
+
+    async def copy(request: web.Request) -> web.Response:
+        # aiohttp returns from a write once the buffer is below its low-water mark: raise
+        # the marks so the whole response can wait there while the next request starts.
+        assert request.transport is not None
+        request.transport.set_write_buffer_limits(high=len(copied) * 2)
+        return web.Response(body=copied)
+
+    app.router.add_get("/copied", copy)
     runner = web.AppRunner(
         app,
         access_log_class=access_logger_for(sink),
@@ -118,7 +137,7 @@ def _get(target: str) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
 
 
-def test_whole_file_and_a_range_arrive_intact(blob: tuple[Path, bytes]) -> None:
+def test_whole_file_and_a_range_arrive_intact(run_on: Run, blob: tuple[Path, bytes]) -> None:
     path, data = blob
 
     async def run() -> None:
@@ -135,10 +154,10 @@ def test_whole_file_and_a_range_arrive_intact(blob: tuple[Path, bytes]) -> None:
             await asyncio.sleep(0.05)
             assert logged == [(200, SIZE), (200, count), (200, 10)]
 
-    asyncio.run(run())
+    run_on(run())
 
 
-def test_pipelined_requests_are_answered_in_order(blob: tuple[Path, bytes]) -> None:
+def test_pipelined_requests_are_answered_in_order(run_on: Run, blob: tuple[Path, bytes]) -> None:
     path, data = blob
 
     async def run() -> None:
@@ -151,11 +170,52 @@ def test_pipelined_requests_are_answered_in_order(blob: tuple[Path, bytes]) -> N
             assert await _response(reader) == (200, data[100:70100])
             writer.close()
 
-    asyncio.run(run())
+    run_on(run())
+
+
+def test_a_body_waits_for_the_transports_buffer_to_empty(
+    run_on: Run, blob: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow client pipelines a request behind a response aiohttp writes itself: when the
+    # file body starts, that response (and these headers) still sit in the transport's
+    # buffer, and the first piece sent on the socket must wait for them.
+    path, data = blob
+    waited_first: list[int] = []
+    waits = 0
+    real_writable, real_pieces = sendfile._writable, sendfile._pieces
+
+    async def counting(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        nonlocal waits
+        waits += 1
+        await real_writable(loop, fd)
+
+    async def pieces(*args: Any) -> None:
+        waited_first.append(waits)
+        await real_pieces(*args)
+
+    monkeypatch.setattr(sendfile, "_writable", counting)
+    monkeypatch.setattr(sendfile, "_pieces", pieces)
+
+    async def run() -> None:
+        async with _server(path, copied=data * 5) as (port, seen, _):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+            sock.connect(("127.0.0.1", port))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=16 << 10)
+            writer.write(_get("/copied") + _get("/blob"))
+            await asyncio.sleep(0.2)  # both requests are in; the first answer is stuck
+            assert await _response(reader) == (200, data * 5)  # more than a socket buffer
+            assert await _response(reader) == (200, data)
+            writer.close()
+            assert seen == [None]
+
+    run_on(run())
+    assert len(waited_first) == 1 and waited_first[0] > 0
 
 
 def test_slow_reader_waits_for_the_socket(
-    blob: tuple[Path, bytes], big: Path, monkeypatch: pytest.MonkeyPatch
+    run_on: Run, blob: tuple[Path, bytes], big: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, data = blob
     waits = 0
@@ -189,11 +249,13 @@ def test_slow_reader_waits_for_the_socket(
             await asyncio.sleep(0.05)
             assert logged == [(200, 16 * SIZE)]
 
-    asyncio.run(run())
+    run_on(run())
     assert waits > 0
 
 
-def test_a_client_that_leaves_is_a_connection_reset(blob: tuple[Path, bytes], big: Path) -> None:
+def test_a_client_that_leaves_is_a_connection_reset(
+    run_on: Run, blob: tuple[Path, bytes], big: Path
+) -> None:
     _, data = blob
 
     async def run() -> None:
@@ -223,7 +285,7 @@ def test_a_client_that_leaves_is_a_connection_reset(blob: tuple[Path, bytes], bi
             assert await _response(reader) == (200, data[:1000])
             writer.close()
 
-    asyncio.run(run())
+    run_on(run())
 
 
 def test_the_loop_gets_a_turn_every_burst(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,7 +356,9 @@ def test_after_a_wait_the_free_buffer_is_filled_in_one_call(
     assert set(asked[4:-1]) == {piece}
 
 
-def test_tls_bodies_use_the_loops_fallback(blob: tuple[Path, bytes], tmp_path: Path) -> None:
+def test_tls_bodies_are_copied_through_the_response(
+    run_on: Run, blob: tuple[Path, bytes], tmp_path: Path
+) -> None:
     path, data = blob
     ca = create_ca()
     server = issue_server_certificate(ca, parse_hosts(["127.0.0.1"]))
@@ -313,4 +377,4 @@ def test_tls_bodies_use_the_loops_fallback(blob: tuple[Path, bytes], tmp_path: P
             assert await _response(reader) == (200, data[3 : 3 + 1048576])
             writer.close()
 
-    asyncio.run(run())
+    run_on(run())

@@ -137,7 +137,9 @@ async def stream_download(
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             if limit > sent:
-                await send_file(transport, fobj, sent, limit - sent, progress, ctx.readers)
+                await send_file(
+                    transport, response.write, fobj, sent, limit - sent, progress, ctx.readers
+                )
         await response.write_eof()
         return response
     finally:

@@ -100,7 +100,13 @@ class SendfileResponse(web.StreamResponse):
             # third slower from the page cache (python -m bench --only pull).
             progress = self[BODY_PROGRESS]
             await send_file(
-                transport, self._fobj, self._offset, self._count, progress, self._readers
+                transport,
+                self.write,
+                self._fobj,
+                self._offset,
+                self._count,
+                progress,
+                self._readers,
             )
             await super().write_eof()
             return writer

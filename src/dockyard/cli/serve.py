@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import uvloop
 from aiohttp import web
 
 from dockyard.api import create_app
@@ -22,6 +23,7 @@ from dockyard.auth.authenticator import Authenticator, Challenge
 from dockyard.auth.htpasswd import HtpasswdFile
 from dockyard.auth.rules import DELETE, PULL, PUSH, AccessPolicy, AccessRule
 from dockyard.auth.tls import build_server_tls
+from dockyard.cli.allocator import keep_freed_memory
 from dockyard.cli.common import cached_prefixes, retention_rules
 from dockyard.cli.logs import AccessLogSink, configure_logging
 from dockyard.cli.workers import MAX_WORKERS, available_cpus, supervisor_command
@@ -375,7 +377,9 @@ def serve(
             "tools that expect complete indexes can fail on them"
         )
     try:
-        asyncio.run(run_server(config, worker_index))
+        if not keep_freed_memory():
+            log.info("the C library is not glibc: its allocator keeps its own defaults")
+        uvloop.run(run_server(config, worker_index))
     except ConfigError as exc:  # a TLS file that cannot be used
         click.echo(f"dockyard: {exc}", err=True)
         raise SystemExit(2) from None
