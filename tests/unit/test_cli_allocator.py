@@ -21,6 +21,12 @@ class _Libc:
         return self.answer
 
 
+@pytest.fixture(autouse=True)
+def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in allocator.OPERATOR_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_sets_the_trim_and_mmap_thresholds() -> None:
     libc = _Libc()
     assert allocator.keep_freed_memory(libc)  # type: ignore[arg-type]
@@ -32,6 +38,14 @@ def test_sets_the_trim_and_mmap_thresholds() -> None:
     # freed heap is kept.
     assert allocator.MMAP_THRESHOLD > 256 << 10
     assert allocator.TRIM_THRESHOLD >= 16 << 20
+
+
+@pytest.mark.parametrize("name", allocator.OPERATOR_SETTINGS)
+def test_an_operators_malloc_settings_are_kept(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "131072")
+    libc = _Libc()
+    assert not allocator.keep_freed_memory(libc)  # type: ignore[arg-type]
+    assert libc.calls == []
 
 
 def test_a_refusal_or_a_missing_mallopt_is_reported() -> None:

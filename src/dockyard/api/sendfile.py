@@ -126,7 +126,7 @@ async def _pieces(
     # read-ahead read at the start of the file has the kernel read twice as much, with a
     # marker whose hit starts its own read-ahead on the stream's descriptor: the two then
     # split each other's reads (two to three times the disk requests, 1 GiB cold pulls on
-    # separate CPUs 3.7 -> 2.6 GB/s; README, Profiling, "cold pulls, again").
+    # separate CPUs 3.7 -> 2.6 GB/s; README, Profiling, "the event loop").
     ahead = ReadAhead(loop, file_fd, offset + PIECE, end, readers) if count >= MIN_BODY else None
     try:
         while offset < end:

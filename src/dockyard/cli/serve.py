@@ -378,7 +378,7 @@ def serve(
         )
     try:
         if not keep_freed_memory():
-            log.info("the C library is not glibc: its allocator keeps its own defaults")
+            log.info("the C allocator keeps its own settings (not glibc, or MALLOC_* set)")
         uvloop.run(run_server(config, worker_index))
     except ConfigError as exc:  # a TLS file that cannot be used
         click.echo(f"dockyard: {exc}", err=True)
