@@ -64,71 +64,56 @@ async def _status(reader: asyncio.StreamReader) -> int:
     return int(head.split()[1])
 
 
-def test_a_body_with_a_length_arrives_whole(run_on: Run) -> None:
-    async def run() -> None:
-        runner, port, seen = await _serve(idle=30)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            head = f"PUT /body HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n"
-            writer.write(head.encode())
-            for at in range(0, len(BODY), 100_000):  # many writes, read in many chunks
-                writer.write(BODY[at : at + 100_000])
-                await writer.drain()
-            assert await _status(reader) == 200
-            writer.close()
-        finally:
-            await runner.cleanup()
-        [(digest, chunks, empty)] = seen
-        assert digest == hashlib.sha256(BODY).hexdigest()
-        assert chunks > 1 and empty == 0
+async def _put(idle: float, head: bytes, parts: list[bytes]) -> tuple[int, list[Any]]:
+    """`head`, then `parts` one write at a time, to a new server: its status and `seen`."""
+    runner, port, seen = await _serve(idle)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+        status = await asyncio.wait_for(_status(reader), 10)
+        writer.close()
+    finally:
+        await runner.cleanup()
+    return status, seen
 
-    run_on(run())
+
+def _arrived_whole(seen: list[Any]) -> None:
+    [(digest, chunks, empty)] = seen
+    assert digest == hashlib.sha256(BODY).hexdigest()
+    assert chunks > 1 and empty == 0
+
+
+def test_a_body_with_a_length_arrives_whole(run_on: Run) -> None:
+    head = f"PUT /body HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
+    parts = [BODY[at : at + 100_000] for at in range(0, len(BODY), 100_000)]
+    status, seen = run_on(_put(30, head, parts))
+    assert status == 200
+    _arrived_whole(seen)
 
 
 def test_a_chunked_body_arrives_whole_without_empty_chunks(run_on: Run) -> None:
     # HTTP chunks of every size from one byte up, so their ends fall inside, at the start
     # and at the end of what each socket read brings.
     sizes = [1, 2, 3, 4095, 4096, 65536, 65537, 300_000]
-    pieces, at = [], 0
+    parts, at = [], 0
     while at < len(BODY):
-        size = sizes[len(pieces) % len(sizes)]
-        pieces.append(BODY[at : at + size])
-        at += size
-
-    async def run() -> None:
-        runner, port, seen = await _serve(idle=30)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"PUT /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for piece in pieces:
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            assert await _status(reader) == 200
-            writer.close()
-        finally:
-            await runner.cleanup()
-        [(digest, chunks, empty)] = seen
-        assert digest == hashlib.sha256(BODY).hexdigest()
-        assert chunks > 1 and empty == 0
-
-    run_on(run())
+        piece = BODY[at : at + sizes[len(parts) % len(sizes)]]
+        parts.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+        at += len(piece)
+    head = b"PUT /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    status, seen = run_on(_put(30, head, [*parts, b"0\r\n\r\n"]))
+    assert status == 200
+    _arrived_whole(seen)
 
 
 def test_a_body_that_stops_arriving_is_cut_off(run_on: Run) -> None:
-    async def run() -> None:
-        runner, port, seen = await _serve(idle=0.3)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            head = f"PUT /body HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n"
-            writer.write(head.encode() + BODY[:1000])
-            assert await asyncio.wait_for(_status(reader), 10) == 400
-            writer.close()
-        finally:
-            await runner.cleanup()
-        assert len(seen) == 1 and isinstance(seen[0], BlobUploadInvalidError)
-
-    run_on(run())
+    head = f"PUT /body HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
+    status, seen = run_on(_put(0.3, head, [BODY[:1000]]))
+    assert status == 400
+    assert len(seen) == 1 and isinstance(seen[0], BlobUploadInvalidError)
 
 
 def test_requests_without_a_body_each_end(run_on: Run) -> None:
