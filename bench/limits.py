@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 MIB = 1 << 20
+# Samples per round of each `sendfile` stream (see measure).
+SENDFILE_SAMPLES = 3
 
 
 def receive(conn: socket.socket, size: int) -> tuple[int, float]:
@@ -101,18 +103,6 @@ def cached_file(path: Path, size: int) -> Path:
     return path
 
 
-def loopback_sendfile_mb_s(
-    directory: Path, size: int, cpus: tuple[int, int] | None = None
-) -> float:
-    """loopback_mb_s sending a `size`-byte file already in the page cache with sendfile."""
-    path = directory / "loopback-test.bin"
-    try:
-        cached_file(path, size)
-        return loopback_mb_s(size, path, cpus)
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def sha256_mb_s(size: int) -> float:
     """hashlib.sha256 over `size` bytes in 1 MiB chunks (MB/s)."""
     chunk = memoryview(os.urandom(MIB))
@@ -146,17 +136,27 @@ def disk_mb_s(directory: Path, size: int) -> float:
     return size / seconds / 1e6
 
 
-def measure(directory: Path, size: int) -> dict[str, float]:
-    results = {
-        "loopback_tcp_mb_s": loopback_mb_s(size),
-        "loopback_sendfile_mb_s": loopback_sendfile_mb_s(directory, size),
-    }
+def measure(
+    directory: Path, size: int, sendfile_samples: int = SENDFILE_SAMPLES
+) -> dict[str, list[float]]:
+    """Each limit's samples (MB/s). The `sendfile` streams swing from one run to the next
+    (2-10 GB/s for a 1 GiB file), so they are sampled `sendfile_samples` times, from one
+    cached file, where the others are steady enough for one."""
+    results = {"loopback_tcp_mb_s": [loopback_mb_s(size)]}
+    path = directory / "loopback-test.bin"
     allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) >= 2:  # as the benchmark's pulls with client and server apart
-        results["loopback_sendfile_apart_mb_s"] = loopback_sendfile_mb_s(
-            directory, size, (allowed[1], allowed[0])
-        )
+    try:
+        cached_file(path, size)
+        results["loopback_sendfile_mb_s"] = [
+            loopback_mb_s(size, path) for _ in range(sendfile_samples)
+        ]
+        if len(allowed) >= 2:  # as the benchmark's pulls with client and server apart
+            results["loopback_sendfile_apart_mb_s"] = [
+                loopback_mb_s(size, path, (allowed[1], allowed[0])) for _ in range(sendfile_samples)
+            ]
+    finally:
+        path.unlink(missing_ok=True)
     return results | {
-        "sha256_mb_s": sha256_mb_s(size),
-        "disk_write_fsync_mb_s": disk_mb_s(directory, size),
+        "sha256_mb_s": [sha256_mb_s(size)],
+        "disk_write_fsync_mb_s": [disk_mb_s(directory, size)],
     }

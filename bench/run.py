@@ -408,10 +408,13 @@ class Bench:
 
     def run_limits(self) -> None:
         size = self.args.limits_size
-        for key, value in machine_limits.measure(self.workdir, size).items():
-            self.limits[key].append(value)
+        measured = machine_limits.measure(self.workdir, size)
+        for key, values in measured.items():
+            self.limits[key].extend(values)
         self.log(
-            "limits: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in self.limits.items()) + " MB/s"
+            "limits: "
+            + ", ".join(f"{k} {'/'.join(f'{v:.0f}' for v in vs)}" for k, vs in measured.items())
+            + " MB/s"
         )
 
     def run_push(self, server: Server) -> None:
