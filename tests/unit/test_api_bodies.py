@@ -7,25 +7,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import pytest
-import uvloop
 from aiohttp import web
 
 from dockyard.api.bodies import body_chunks
 from dockyard.api.context import CONTEXT, ApiContext, ApiSettings
 from dockyard.errors import BlobUploadInvalidError
 from dockyard.registry import Registry
+from tests.unit.loops import Run
 
-Run = Callable[[Awaitable[Any]], Any]
 BODY = os.urandom((5 << 20) + 4321)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run_on(request: pytest.FixtureRequest) -> Run:
-    return asyncio.run if request.param == "asyncio" else uvloop.run  # type: ignore[return-value]
 
 
 async def _serve(idle: float) -> tuple[web.AppRunner, int, list[Any]]:

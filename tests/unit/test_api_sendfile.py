@@ -14,24 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 from aiohttp import web
 
 from dockyard.api import sendfile
 from dockyard.api.middleware import access_logger_for
 from dockyard.api.responses import SendfileResponse
 from dockyard.auth.pki import create_ca, issue_server_certificate, parse_hosts
+from tests.unit.loops import Run
 
 SIZE = 3 * (1 << 20) + 12345
-
-
-Run = Callable[[Awaitable[Any]], Any]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run_on(request: pytest.FixtureRequest) -> Run:
-    """Runs a coroutine on asyncio's own loop (tests, other commands) or on uvloop (serve)."""
-    return asyncio.run if request.param == "asyncio" else uvloop.run  # type: ignore[return-value]
 
 
 @pytest.fixture
