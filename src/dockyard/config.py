@@ -442,11 +442,16 @@ def parse_duration(text: str | int | float) -> float:
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
+# Decimal (500MB, 500M) and binary (20GiB, or 50Gi as Kubernetes writes it) multiples.
+_SIZE_UNITS = {
+    "": 1,
+    **{p: 1000 ** (n + 1) for n, p in enumerate("kmgtp")},
+    **{p + "i": 1024 ** (n + 1) for n, p in enumerate("kmgtp")},
+}
 
 
 def parse_size(text: str | int) -> int | float:
-    """Bytes: `1048576`, `500MB`, `20GiB`; or a fraction of the volume: `40%` -> 0.4."""
+    """Bytes: `1048576`, `500MB`, `20GiB`, `50Gi`; or a fraction of the volume: `40%` -> 0.4."""
     if isinstance(text, int):
         return text
     value = text.strip()
@@ -457,13 +462,9 @@ def parse_size(text: str | int) -> int | float:
         return number / 100
     match = _SIZE.match(value)
     if match is None:
-        raise ValueError(f"invalid size {text!r}: use bytes, 500MB, 20GiB or a percentage")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    if unit.endswith("ib"):
-        factor = 1024 ** ("kmgtp".index(unit[0]) + 1)
-    else:
-        factor = _SIZE_UNITS[unit.rstrip("b") if unit != "b" else "b"]
-    return int(number * factor)
+        raise ValueError(f"invalid size {text!r}: use bytes, 500MB, 20GiB, 50Gi or a percentage")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower().removesuffix("b")
+    return int(number * _SIZE_UNITS[unit])
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -20,6 +20,7 @@ from dockyard.config import (
     load_config,
     parse_addr,
     parse_duration,
+    parse_size,
 )
 
 # The configuration from the brief: a typical Distribution pull-through cache file.
@@ -541,6 +542,48 @@ def test_parse_duration(text: str | int | float, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1048576", 1048576),
+        (4096, 4096),
+        ("0", 0),
+        ("512b", 512),
+        ("500MB", 500 * 1000**2),
+        ("500M", 500 * 1000**2),
+        ("2kb", 2000),
+        ("20GiB", 20 * 1024**3),
+        ("50Gi", 50 * 1024**3),
+        ("5mi", 5 * 1024**2),
+        ("1.5Ki", 1536),
+        ("1TiB", 1024**4),
+        ("2P", 2 * 1000**5),
+        (" 8 MiB ", 8 * 1024**2),
+        ("40%", 0.4),
+        ("100%", 1.0),
+    ],
+)
+def test_parse_size(text: str | int, size: float) -> None:
+    assert parse_size(text) == pytest.approx(size)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "b0", "10x", "10 bytes", "GiB", "0%", "101%", "-5MB", "5ib", "5bb", "1e3M"]
+)
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(("maxsize", "size"), [("50Gi", 50 * 1024**3), ("5mi", 5 * 1024**2)])
+def test_kubernetes_style_sizes_load(load: Loader, maxsize: str, size: int) -> None:
+    loaded = load(
+        f"proxy:\n  remoteurl: https://registry-1.docker.io\n  cache:\n    maxsize: {maxsize}\n"
+    )
+    cache = loaded.config.proxy.cache
+    assert cache is not None and parse_size(cache.maxsize) == size
 
 
 def test_distribution_durations_load(load: Loader) -> None:
