@@ -314,7 +314,29 @@ def test_the_loop_gets_a_turn_every_burst(monkeypatch: pytest.MonkeyPatch) -> No
     ticks = asyncio.run(run())
     assert ticks >= 64
     assert sum(asked) == 64 * sendfile.BURST + 5
-    assert max(asked) == sendfile.PIECE
+    # Every call but the last is a whole piece: no burst ends in a short segment.
+    assert set(asked[:-1]) == {sendfile.PIECE}
+    assert asked[-1] == 5
+
+
+def test_a_piece_is_whole_pages_and_one_loopback_segment() -> None:
+    # Once the stream's window has grown, the sender's MSS on loopback (65,483 with the
+    # usual 64 KiB MTU) holds a whole piece: each sendfile call sends one full segment.
+    assert sendfile.PIECE % os.sysconf("SC_PAGE_SIZE") == 0
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as sender,
+    ):
+        receiver, _ = listener.accept()
+        with receiver:
+            chunk = bytes(1 << 20)
+            for _ in range(16):
+                sender.sendall(chunk)
+                left = len(chunk)
+                while left:
+                    left -= len(receiver.recv(left))
+            mss = sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+    assert sendfile.PIECE <= mss < 2 * sendfile.PIECE
 
 
 def test_after_a_wait_the_free_buffer_is_filled_in_one_call(
