@@ -1,4 +1,4 @@
-"""How fast can one TCP stream over loopback carry a page-cached file, sent five ways?
+"""How fast can one TCP stream over loopback carry a page-cached file, sent six ways?
 
     .venv/bin/python -m bench.stream [--size 1GiB] [--runs 8] [--pin same|split]
 
@@ -8,8 +8,10 @@ this one, into a reused 1 MiB buffer as the benchmark's client does:
 
 - `sendfile`: the whole file in one blocking sendfile call (zero copy; asyncio's
   `loop.sendfile`, which Dockyard used until 2026-11-28, asks for the rest at once too);
-- `sendfile-32k`: sendfile 32 KiB per call, as Dockyard serves blob bodies
-  (`dockyard.api.sendfile`): zero copy, many more system calls;
+- `sendfile-pieces`: sendfile a piece (60 KiB, one loopback TCP segment) per call, as
+  Dockyard serves blob bodies (`dockyard.api.sendfile.PIECE`): zero copy, more calls;
+- `sendfile-32k`: sendfile 32 KiB per call, as Dockyard did until 2026-11-29: half a
+  segment per call, so twice the segments and wake-ups of the receiver;
 - `read-send`: read 1 MiB into a buffer and send it: two copies, the way Distribution 2.8
   serves blobs (it reads and writes 32 KiB at a time; no sendfile);
 - `mmap-send`: send straight from a read-only mapping in 1 MiB slices (one copy);
@@ -47,10 +49,14 @@ def send_sendfile(sock: socket.socket, fd: int, size: int) -> None:
         offset += os.sendfile(sock.fileno(), fd, offset, size - offset)
 
 
-def send_pieces(sock: socket.socket, fd: int, size: int) -> None:
+def send_pieces(sock: socket.socket, fd: int, size: int, piece: int = PIECE) -> None:
     offset = 0
     while offset < size:
-        offset += os.sendfile(sock.fileno(), fd, offset, min(PIECE, size - offset))
+        offset += os.sendfile(sock.fileno(), fd, offset, min(piece, size - offset))
+
+
+def send_32k(sock: socket.socket, fd: int, size: int) -> None:
+    send_pieces(sock, fd, size, 32 << 10)
 
 
 def send_read(sock: socket.socket, fd: int, size: int) -> None:
@@ -92,7 +98,8 @@ def send_warm(sock: socket.socket, fd: int, size: int) -> None:
 
 METHODS: dict[str, Callable[[socket.socket, int, int], None]] = {
     "sendfile": send_sendfile,
-    "sendfile-32k": send_pieces,
+    "sendfile-pieces": send_pieces,
+    "sendfile-32k": send_32k,
     "read-send": send_read,
     "mmap-send": send_mmap,
     "warm-sendfile": send_warm,
@@ -209,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pin split needs two CPUs")
     summary = compare(args.size, args.runs, methods, cpus, args.tmp)
     print(f"one loopback stream of {args.size / MIB:.0f} MiB, {args.runs} runs per method")
-    print(f"{'method':<14} {'median':>8} {'q1':>8} {'min-max':>15} {'sender CPU':>11}")
+    print(f"{'method':<16} {'median':>8} {'q1':>8} {'min-max':>15} {'sender CPU':>11}")
     for method, s in summary.items():
         span = f"{s['min_mb_s']:,.0f}-{s['max_mb_s']:,.0f}"
         print(
-            f"{method:<14} {s['median_mb_s']:>8,.0f} {s['q1_mb_s']:>8,.0f} {span:>15} "
+            f"{method:<16} {s['median_mb_s']:>8,.0f} {s['q1_mb_s']:>8,.0f} {span:>15} "
             f"{s['sender_cpu_s_per_gib']:>7.2f} s/GiB"
         )
     return 0
