@@ -321,7 +321,8 @@ def test_the_loop_gets_a_turn_every_burst(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_piece_is_whole_pages_and_one_loopback_segment() -> None:
     # Once the stream's window has grown, the sender's MSS on loopback (65,483 with the
-    # usual 64 KiB MTU) holds a whole piece: each sendfile call sends one full segment.
+    # usual 64 KiB MTU) holds a whole piece: each sendfile call sends one full segment,
+    # and not two pieces' worth (a larger MTU would call for larger pieces).
     assert sendfile.PIECE % os.sysconf("SC_PAGE_SIZE") == 0
     with (
         socket.create_server(("127.0.0.1", 0)) as listener,
